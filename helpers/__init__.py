@@ -1,0 +1,20 @@
+"""Deep Compression helpers: one concept per module.
+
+Importing this package has no side effects; nothing heavy is imported until used.
+"""
+
+__all__ = ["load_compressed", "save_compressed"]
+
+
+def load_compressed(path, map_location="cpu"):
+    """Rebuild an ``nn.Module`` from a compressed model file (see ``helpers.fileformat``)."""
+    from .fileformat import load_compressed as _load
+
+    return _load(path, map_location=map_location)
+
+
+def save_compressed(model, path, **kwargs):
+    """Write a pruned + quantized model as a compressed file (see ``helpers.fileformat``)."""
+    from .fileformat import save_compressed as _save
+
+    return _save(model, path, **kwargs)
