@@ -1,0 +1,119 @@
+"""Profiles: how big a run is. One dataclass of commented defaults, four named instances.
+
+``ci``: a small stratified slice at tiny sizes, ~1 epoch: each notebook in well under a minute.
+``cpu``: meaningful results on a 2-core machine. ``gpu``: 224 px photos and real epochs.
+``paper``: the paper's LeNet experiments on 28x28 digits. ``default_profile()`` follows the device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+
+from .models import MIN_IMAGE_SIZE
+
+NATIVE_SIZE = {"mnist": 28, "fashion-mnist": 28, "digits": 8}  # grayscale sets keep their own size
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    image_size: dict = field(default_factory=dict)   # per model, for photo datasets (px, square)
+    per_class: dict = field(default_factory=dict)    # cap per class and split, e.g. {"train": 20}; {} = all
+    epochs: dict = field(default_factory=dict)       # baseline training epochs per model
+    batch_size: dict = field(default_factory=dict)   # per model
+    lr: dict = field(default_factory=dict)           # peak SGD learning rate per model (cosine decay)
+    weight_decay: float = 5e-4
+    warmup_epochs: int = 0
+    num_workers: int = 0                             # DataLoader workers; 0 keeps 2-core runs simple
+    eval_batches: int | None = None                  # cap on validation batches in scans (cost control)
+
+    def for_model(self, model: str, dataset: str = "sea-animals") -> dict:
+        """The settings one notebook needs for one model on one dataset."""
+        size = NATIVE_SIZE.get(dataset, self.image_size.get(model, 32))
+        size = max(size, MIN_IMAGE_SIZE[model])  # e.g. digits (8 px) are upscaled for LeNet-5
+        return {"image_size": size, "per_class": dict(self.per_class), "epochs": self.epochs[model],
+                "batch_size": self.batch_size[model], "lr": self.lr[model],
+                "weight_decay": self.weight_decay, "warmup_epochs": self.warmup_epochs,
+                "num_workers": self.num_workers, "eval_batches": self.eval_batches}
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _per_model(lenet300, lenet5, alexnet, vgg16) -> dict:
+    return {"lenet300": lenet300, "lenet5": lenet5, "alexnet": alexnet, "vgg16": vgg16}
+
+
+PROFILES = {
+    "ci": Profile(
+        name="ci",
+        image_size=_per_model(16, 16, 63, 32),
+        per_class={"train": 6, "val": 2, "test": 2},
+        epochs=_per_model(1, 1, 1, 1),
+        batch_size=_per_model(16, 16, 16, 16),
+        lr=_per_model(0.05, 0.05, 0.01, 0.01),
+        eval_batches=2,
+    ),
+    "cpu": Profile(
+        name="cpu",
+        image_size=_per_model(32, 32, 64, 32),
+        epochs=_per_model(30, 30, 12, 4),
+        # AlexNet's step time is dominated by its 55M fc weights, so a large batch costs little more
+        batch_size=_per_model(64, 64, 128, 32),
+        lr=_per_model(0.05, 0.05, 0.02, 0.01),
+        warmup_epochs=1,
+        eval_batches=20,
+    ),
+    "gpu": Profile(
+        name="gpu",
+        image_size=_per_model(32, 32, 224, 224),
+        epochs=_per_model(60, 60, 40, 30),
+        batch_size=_per_model(256, 256, 128, 64),
+        lr=_per_model(0.1, 0.1, 0.02, 0.01),
+        warmup_epochs=2,
+        num_workers=8,
+    ),
+    "paper": Profile(
+        name="paper",
+        image_size=_per_model(28, 28, 63, 32),
+        epochs=_per_model(40, 40, 10, 10),
+        batch_size=_per_model(64, 64, 64, 64),
+        lr=_per_model(0.05, 0.05, 0.01, 0.01),
+        weight_decay=5e-4,
+    ),
+}
+
+
+def get_profile(name: str | None = None, **overrides) -> Profile:
+    """A named profile (None = the device's default), with any field overridden."""
+    name = name or default_profile()
+    if name not in PROFILES:
+        raise ValueError(f"Unknown profile {name!r}; choose one of {', '.join(PROFILES)}.")
+    return replace(PROFILES[name], **overrides) if overrides else PROFILES[name]
+
+
+def default_profile() -> str:
+    import torch
+
+    return "gpu" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_settings(dataset="", data_dir="", model_name="", profile="", run_dir="", seed=0) -> dict:
+    """Fill a notebook's ``parameters`` cell: empty values fall back to environment variables.
+
+    $DC_DATASET, $DC_DATA_DIR (or $SEA_ANIMALS_DIR), $DC_MODEL, $DC_PROFILE, $DC_RUN_DIR let nbval
+    run the committed notebooks on any data; papermill passes the values explicitly instead.
+    """
+    import os
+    from pathlib import Path
+
+    dataset = dataset or os.environ.get("DC_DATASET", "sea-animals")
+    data_dir = data_dir or os.environ.get("DC_DATA_DIR") or None
+    model_name = model_name or os.environ.get("DC_MODEL", "lenet5")
+    prof = get_profile(profile or os.environ.get("DC_PROFILE") or None)
+    run_dir = Path(run_dir or os.environ.get("DC_RUN_DIR") or "../runs/notebook")
+    model_dir = run_dir / model_name
+    model_dir.mkdir(parents=True, exist_ok=True)
+    return {"dataset": dataset, "data_dir": data_dir, "model_name": model_name, "profile": prof.name,
+            "run_dir": run_dir, "model_dir": model_dir, "split_file": run_dir / "split.json",
+            "seed": int(seed), **prof.for_model(model_name, dataset)}

@@ -1,0 +1,349 @@
+"""Datasets by name, each split into train/val/test with class names (introduced in notebook 01).
+
+``load_splits(name, ...)`` is the one entry point. Image folders (``sea-animals``, ``folder``) are
+scanned once: unreadable files are listed and skipped, exact duplicates (by content hash) are dropped
+before a stratified, seeded split, and the split is written to the run folder so that every notebook
+of a run trains and evaluates on the same images.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from .io import atomic_write_text
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".mpo"}
+KAGGLE_HANDLE = "vencerlanz09/sea-animals-image-dataste/versions/5"
+SEA_ANIMALS_ENV = "SEA_ANIMALS_DIR"
+DATASETS = ("sea-animals", "folder", "mnist", "fashion-mnist", "digits")
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+SPLIT_FRACTIONS = (0.70, 0.15, 0.15)
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """The dataset is neither on disk nor downloadable; the message says where to put it."""
+
+
+@dataclass
+class Splits:
+    train: Dataset
+    val: Dataset
+    test: Dataset
+    class_names: list[str]
+    in_channels: int
+    image_size: int
+    mean: tuple
+    std: tuple
+    info: dict = field(default_factory=dict)  # scan report: duplicates, skipped files, split sizes
+
+
+# ----------------------------------------------------------------------------- image folders
+
+def resolve_sea_animals_dir(data_dir=None, download=True) -> Path:
+    """First found wins: explicit argument, $SEA_ANIMALS_DIR, ``data/sea-animals``, kagglehub download."""
+    candidates = [("argument", data_dir), (f"${SEA_ANIMALS_ENV}", os.environ.get(SEA_ANIMALS_ENV)),
+                  ("default", Path("data") / "sea-animals")]
+    for source, path in candidates:
+        if path and Path(path).is_dir() and any(p.is_dir() for p in Path(path).iterdir()):
+            return Path(path)
+        if source != "default" and path:
+            raise DatasetNotFoundError(f"Sea Animals folder {path!s} (from {source}) does not exist or "
+                                       "holds no class folders. Point it at the folder holding "
+                                       "<Class>/<image> subfolders.")
+    if download:
+        try:
+            import kagglehub
+
+            return Path(kagglehub.dataset_download(KAGGLE_HANDLE))
+        except Exception as exc:  # no network, no kagglehub, Kaggle refusing: all mean "not here"
+            reason = f"{type(exc).__name__}: {exc}"
+    else:
+        reason = "download disabled"
+    raise DatasetNotFoundError(
+        "The Sea Animals dataset was not found and could not be downloaded "
+        f"({reason}).\nEither download it with `python -c \"import kagglehub; "
+        f"print(kagglehub.dataset_download('{KAGGLE_HANDLE}'))\"` (public, no token needed) "
+        f"or from https://www.kaggle.com/datasets/vencerlanz09/sea-animals-image-dataste, then put the "
+        f"class folders under data/sea-animals/, set ${SEA_ANIMALS_ENV}, or pass --data-dir."
+    )
+
+
+def check_image(path: Path) -> str | None:
+    """Return why ``path`` is not a usable image, or None when it decodes completely."""
+    try:
+        if path.stat().st_size == 0:
+            return "empty file"
+        with Image.open(path) as img:
+            img.load()  # a full decode: verify() alone misses truncated JPEGs
+        return None
+    except Exception as exc:  # PIL raises many types (OSError, SyntaxError, ValueError) for bad files
+        return f"{type(exc).__name__}: {exc}"
+
+
+def scan_folder(root) -> dict:
+    """List every image under ``root/<Class>/``; report unreadable files and exact duplicates.
+
+    Returns ``{"classes", "items": [[relpath, label]], "skipped": [[relpath, reason]],
+    "duplicates": [[dropped relpath, kept relpath]]}``. Duplicates keep the first path in sorted order.
+    """
+    root = Path(root)
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise DatasetNotFoundError(f"{root} holds no class folders; expected {root}/<Class>/<image>.")
+    items, skipped, duplicates, seen = [], [], [], {}
+    for label, name in enumerate(classes):
+        for path in sorted((root / name).rglob("*")):
+            if not path.is_file() or path.suffix.lower() not in IMAGE_EXTENSIONS:
+                continue
+            rel = path.relative_to(root).as_posix()
+            problem = check_image(path)
+            if problem:
+                skipped.append([rel, problem])
+                continue
+            digest = hashlib.sha1(path.read_bytes()).hexdigest()
+            if digest in seen:
+                duplicates.append([rel, seen[digest]])
+                continue
+            seen[digest] = rel
+            items.append([rel, label])
+    return {"classes": classes, "items": items, "skipped": skipped, "duplicates": duplicates}
+
+
+def stratified_split(labels, fractions=SPLIT_FRACTIONS, seed=0) -> tuple[list, list, list]:
+    """Indices of a seeded split that keeps each class's proportions in every part."""
+    if len(fractions) != 3 or abs(sum(fractions) - 1) > 1e-6 or min(fractions) < 0:
+        raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {fractions}.")
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    parts = ([], [], [])
+    for label in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == label))
+        n_val = int(round(fractions[1] * len(idx)))
+        n_test = int(round(fractions[2] * len(idx)))
+        parts[1].extend(idx[:n_val])
+        parts[2].extend(idx[n_val:n_val + n_test])
+        parts[0].extend(idx[n_val + n_test:])
+    return tuple(sorted(int(i) for i in p) for p in parts)
+
+
+def take_per_class(indices, labels, per_class: int | None, seed=0) -> list:
+    """A stratified slice: at most ``per_class`` of ``indices`` from each class (the ``ci`` profile)."""
+    if not per_class:
+        return list(indices)
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(labels)
+    indices = np.asarray(indices)
+    keep = []
+    for label in np.unique(labels[indices]):
+        members = indices[labels[indices] == label]
+        keep.extend(rng.permutation(members)[:per_class])
+    return sorted(int(i) for i in keep)
+
+
+def folder_split(root, split_file=None, seed=0, fractions=SPLIT_FRACTIONS) -> dict:
+    """Scan + deduplicate + split, reusing ``split_file`` when it exists (one split per run)."""
+    root = Path(root)
+    if split_file and Path(split_file).exists():
+        split = json.loads(Path(split_file).read_text())
+        if Path(split["root"]).resolve() != root.resolve() or split["seed"] != seed:
+            raise ValueError(f"{split_file} was made for {split['root']} with seed {split['seed']}, not "
+                             f"{root} with seed {seed}; use a new run folder or delete the split file.")
+        return split
+    scan = scan_folder(root)
+    labels = [label for _, label in scan["items"]]
+    train, val, test = stratified_split(labels, fractions, seed)
+    split = {"root": str(root), "seed": seed, "classes": scan["classes"],
+             "skipped": scan["skipped"], "duplicates": scan["duplicates"],
+             "train": [scan["items"][i] for i in train], "val": [scan["items"][i] for i in val],
+             "test": [scan["items"][i] for i in test]}
+    if split_file:
+        atomic_write_text(split_file, json.dumps(split, indent=1))
+    return split
+
+
+class ImageListDataset(Dataset):
+    """(relative path, label) pairs under a root; every image becomes RGB (or L for 1 channel)."""
+
+    def __init__(self, root, items, transform=None, mode="RGB"):
+        self.root, self.items, self.transform, self.mode = Path(root), list(items), transform, mode
+        self.targets = [label for _, label in self.items]
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        rel, label = self.items[i]
+        with Image.open(self.root / rel) as img:
+            # RGBA/palette/grayscale/MPO all go through convert; "P" with transparency needs RGBA first
+            img = img.convert("RGBA") if img.mode == "P" else img
+            img = img.convert(self.mode)
+        return (self.transform(img) if self.transform else img), label
+
+
+class ArrayImageDataset(Dataset):
+    """uint8 images (N, H, W) or (N, H, W, C) in memory with integer labels (MNIST, digits)."""
+
+    def __init__(self, images: np.ndarray, labels, transform=None):
+        self.images, self.targets, self.transform = images, [int(x) for x in labels], transform
+
+    def __len__(self):
+        return len(self.targets)
+
+    def __getitem__(self, i):
+        img = Image.fromarray(self.images[i])
+        return (self.transform(img) if self.transform else img), self.targets[i]
+
+
+# ----------------------------------------------------------------------------- MNIST-style idx files
+
+IDX_NAMES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+             "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+MNIST_CLASSES = {"mnist": [str(i) for i in range(10)],
+                 "fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
+                                   "Shirt", "Sneaker", "Bag", "Ankle boot"]}
+
+
+def read_idx(path) -> np.ndarray:
+    """Read an idx file (optionally gzipped) as used by MNIST and Fashion-MNIST."""
+    path = Path(path)
+    raw = gzip.open(path).read() if path.suffix == ".gz" else path.read_bytes()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 8:
+        raise ValueError(f"{path} is not an idx file of unsigned bytes.")
+    ndim = raw[3]
+    dims = np.frombuffer(raw, ">u4", count=ndim, offset=4).astype(int)
+    if 4 + 4 * ndim + int(np.prod(dims)) != len(raw):
+        raise ValueError(f"{path}: header says shape {tuple(dims)} but the file holds {len(raw)} bytes.")
+    return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def find_idx_folder(data_dir) -> Path | None:
+    """The folder under ``data_dir`` holding the raw idx files, plain or .gz, if any."""
+    if not data_dir:
+        return None
+    for folder in [Path(data_dir), *Path(data_dir).glob("*/raw"), *Path(data_dir).glob("raw")]:
+        if all(any((folder / (n + ext)).exists() for ext in ("", ".gz")) for n in IDX_NAMES["train"]):
+            return folder
+    return None
+
+
+def load_idx_pair(folder: Path, part: str):
+    def pick(name):
+        return folder / name if (folder / name).exists() else folder / (name + ".gz")
+
+    images_name, labels_name = IDX_NAMES[part]
+    return read_idx(pick(images_name)), read_idx(pick(labels_name))
+
+
+def mnist_arrays(name, data_dir=None, download=True):
+    """(train_images, train_labels, test_images, test_labels) from raw idx files or torchvision."""
+    folder = find_idx_folder(data_dir)
+    if folder is None:
+        from torchvision import datasets
+
+        cls = datasets.MNIST if name == "mnist" else datasets.FashionMNIST
+        root = data_dir or Path("data")
+        try:
+            train, test = cls(root, train=True, download=download), cls(root, train=False, download=download)
+        except Exception as exc:  # RuntimeError when missing, URLError when offline
+            raise DatasetNotFoundError(
+                f"{name} is not in {root} and could not be downloaded ({exc}). Put the four raw idx files "
+                f"(train-images-idx3-ubyte[.gz], ...) in a folder and pass it as --data-dir"
+                + (" (Debian: apt-get install dataset-fashion-mnist puts them in "
+                   "/usr/share/datasets/fashion-mnist)." if name == "fashion-mnist" else ".")) from exc
+        return train.data.numpy(), train.targets.numpy(), test.data.numpy(), test.targets.numpy()
+    return (*load_idx_pair(folder, "train"), *load_idx_pair(folder, "test"))
+
+
+# ----------------------------------------------------------------------------- transforms and entry point
+
+def make_transforms(image_size: int, mean, std, train: bool, augment=True):
+    from torchvision import transforms as T
+
+    resize = [T.Resize(image_size), T.CenterCrop(image_size)]
+    if train and augment:
+        # light augmentation: photos get flips and a small shift; digits only the shift
+        resize = [T.Resize(image_size), T.RandomCrop(image_size, padding=max(1, image_size // 16),
+                                                    padding_mode="reflect")]
+        if len(mean) == 3:
+            resize.append(T.RandomHorizontalFlip())
+    return T.Compose([*resize, T.ToTensor(), T.Normalize(mean, std)])
+
+
+def _subset(dataset_items, n_per_class, seed):
+    labels = [label for _, label in dataset_items]
+    keep = take_per_class(range(len(labels)), labels, n_per_class, seed)
+    return [dataset_items[i] for i in keep]
+
+
+def load_splits(name: str, data_dir=None, image_size: int = 32, split_file=None, seed: int = 0,
+                per_class: dict | None = None, mean=None, std=None, augment=True, download=True) -> Splits:
+    """Train/val/test datasets for ``name`` (one of DATASETS), with class names and scan report.
+
+    ``per_class`` caps each split at that many images per class, e.g. ``{"train": 20, "val": 5,
+    "test": 5}`` for the ``ci`` profile; None keeps everything.
+    """
+    if name not in DATASETS:
+        raise ValueError(f"Unknown dataset {name!r}; choose one of {', '.join(DATASETS)}.")
+    per_class = per_class or {}
+    if name in ("sea-animals", "folder"):
+        if name == "folder" and not data_dir:
+            raise ValueError("The 'folder' dataset needs data_dir=<a folder of <Class>/<image> subfolders>.")
+        root = resolve_sea_animals_dir(data_dir, download) if name == "sea-animals" else Path(data_dir)
+        if not root.is_dir():
+            raise DatasetNotFoundError(f"{root} is not a folder of <Class>/<image> subfolders.")
+        split = folder_split(root, split_file, seed)
+        mean, std = mean or IMAGENET_MEAN, std or IMAGENET_STD
+        parts = {k: _subset(split[k], per_class.get(k), seed) for k in ("train", "val", "test")}
+        make = lambda k: ImageListDataset(root, parts[k], make_transforms(image_size, mean, std, k == "train"
+                                                                         and augment))
+        info = {"root": str(root), "skipped": split["skipped"], "duplicates": split["duplicates"]}
+        splits = Splits(make("train"), make("val"), make("test"), split["classes"], 3, image_size,
+                        tuple(mean), tuple(std), info)
+    else:
+        if name == "digits":
+            from sklearn.datasets import load_digits
+
+            bunch = load_digits()
+            images = (bunch.images * (255 / 16)).round().astype(np.uint8)  # 0..16 levels -> bytes
+            labels = bunch.target
+            train_idx, val_idx, test_idx = stratified_split(labels, SPLIT_FRACTIONS, seed)
+            arrays = {"train": (images[train_idx], labels[train_idx]), "val": (images[val_idx],
+                      labels[val_idx]), "test": (images[test_idx], labels[test_idx])}
+            classes = [str(i) for i in range(10)]
+            mean, std = mean or (0.3, ), std or (0.4, )
+        else:
+            x_train, y_train, x_test, y_test = mnist_arrays(name, data_dir, download)
+            # validation: a stratified 1/12 of the official training set; the official test set stays untouched
+            train_idx, val_idx, _ = stratified_split(y_train, (11 / 12, 1 / 12, 0.0), seed)
+            arrays = {"train": (x_train[train_idx], y_train[train_idx]),
+                      "val": (x_train[val_idx], y_train[val_idx]), "test": (x_test, y_test)}
+            classes = MNIST_CLASSES[name]
+            mean, std = mean or ((0.1307, ) if name == "mnist" else (0.2860, )), std or \
+                ((0.3081, ) if name == "mnist" else (0.3530, ))
+        datasets = {}
+        for k, (x, y) in arrays.items():
+            keep = take_per_class(range(len(y)), y, per_class.get(k), seed)
+            tf = make_transforms(image_size, mean, std, k == "train" and augment)
+            datasets[k] = ArrayImageDataset(x[keep], y[keep], tf)
+        splits = Splits(datasets["train"], datasets["val"], datasets["test"], classes, 1, image_size,
+                        tuple(mean), tuple(std), {"skipped": [], "duplicates": []})
+    splits.info["sizes"] = {k: len(getattr(splits, k)) for k in ("train", "val", "test")}
+    return splits
+
+
+def loader(dataset, batch_size, shuffle=False, num_workers=0, seed=0):
+    """A DataLoader whose shuffling order depends only on ``seed`` (and the epoch it is iterated in)."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle,
+                                       num_workers=num_workers, generator=generator,
+                                       persistent_workers=num_workers > 0)

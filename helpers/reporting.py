@@ -1,0 +1,150 @@
+"""Results and figures: ``metrics.json`` per model, plots the notebooks show (notebooks 01, 02, 07).
+
+``metrics.json`` has the shape ``{"dataset", "model", "profile", "stages": {stage: {...}}}`` with
+accuracies as fractions; every notebook adds its own stage (baseline, pruned, quantized, int8,
+compressed) and leaves the others alone.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from .io import atomic_write_text
+
+STAGES = ("baseline", "int8", "pruned", "quantized", "compressed")
+
+
+def read_metrics(model_dir) -> dict:
+    path = Path(model_dir) / "metrics.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def update_metrics(model_dir, stage: str, values: dict, dataset: str, model: str, profile: str) -> dict:
+    """Merge one stage's results into ``model_dir/metrics.json`` (atomically) and return the whole."""
+    if stage not in STAGES:
+        raise ValueError(f"Unknown stage {stage!r}; use one of {', '.join(STAGES)}.")
+    metrics = read_metrics(model_dir)
+    metrics.update({"dataset": dataset, "model": model, "profile": profile})
+    metrics.setdefault("stages", {})[stage] = _jsonable(values)
+    atomic_write_text(Path(model_dir) / "metrics.json", json.dumps(metrics, indent=2))
+    return metrics
+
+
+def write_json(path, values) -> Path:
+    return atomic_write_text(path, json.dumps(_jsonable(values), indent=2))
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        return value.item()
+    return value
+
+
+# ----------------------------------------------------------------------------- data exploration
+
+def image_statistics(root, items) -> dict:
+    """Counts of format/colour mode and the width/height of every image (headers only, fast)."""
+    from PIL import Image
+
+    modes, sizes = Counter(), []
+    for rel, _ in items:
+        with Image.open(Path(root) / rel) as img:
+            modes[f"{img.format} {img.mode}"] += 1
+            sizes.append(img.size)
+    sizes = np.array(sizes).reshape(-1, 2)
+    return {"modes": dict(modes.most_common()), "widths": sizes[:, 0].tolist(),
+            "heights": sizes[:, 1].tolist()}
+
+
+def plot_class_counts(class_names, counts, ax=None, title="Images per class"):
+    import matplotlib.pyplot as plt
+
+    ax = ax or plt.subplots(figsize=(10, 3.5))[1]
+    ax.bar(range(len(counts)), counts, color="tab:blue")
+    ax.set_xticks(range(len(counts)), class_names, rotation=70, ha="right", fontsize=8)
+    ax.set_ylabel("images")
+    ax.set_title(title)
+    return ax
+
+
+def plot_samples(dataset, class_names, per_class=4, max_classes=None):
+    """A grid with ``per_class`` images of each class (rows are classes); ``dataset`` yields PIL images."""
+    import matplotlib.pyplot as plt
+
+    targets = np.asarray(dataset.targets)
+    classes = range(len(class_names))[:max_classes]
+    fig, axes = plt.subplots(len(classes), per_class, figsize=(per_class * 1.3, len(classes) * 1.3),
+                             squeeze=False)
+    for row, label in enumerate(classes):
+        members = np.flatnonzero(targets == label)[:per_class]
+        for col in range(per_class):
+            ax = axes[row, col]
+            ax.axis("off")
+            if col < len(members):
+                img, _ = dataset[int(members[col])]
+                ax.imshow(img, cmap="gray" if getattr(img, "mode", "") == "L" else None)
+        axes[row, 0].set_title(class_names[label], fontsize=7, loc="left")
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------- training results
+
+def plot_history(history, title=""):
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.5))
+    ax_loss.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
+    ax_acc.plot(epochs, [h["train_top1"] for h in history], "o-", label="train top-1")
+    if history and "val_loss" in history[0]:
+        ax_loss.plot(epochs, [h["val_loss"] for h in history], "o-", label="validation")
+        ax_acc.plot(epochs, [h["val_top1"] for h in history], "o-", label="validation top-1")
+        ax_acc.plot(epochs, [h["val_top5"] for h in history], "o--", label="validation top-5")
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title=f"{title} loss")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy", title=f"{title} accuracy", ylim=(0, 1))
+    ax_loss.legend()
+    ax_acc.legend()
+    fig.tight_layout()
+    return fig
+
+
+def confusion_matrix(preds, trues, num_classes) -> np.ndarray:
+    """Rows are true classes, columns predicted."""
+    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(matrix, (np.asarray(trues), np.asarray(preds)), 1)
+    return matrix
+
+
+def per_class_accuracy(matrix: np.ndarray) -> np.ndarray:
+    totals = matrix.sum(axis=1)
+    return np.divide(np.diag(matrix), totals, out=np.zeros(len(matrix)), where=totals > 0)
+
+
+def plot_confusion(matrix, class_names, title="Confusion matrix (rows: true, normalized)"):
+    import matplotlib.pyplot as plt
+
+    norm = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(8, 7))
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(class_names)), class_names, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(class_names)), class_names, fontsize=7)
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    return fig
+
+
+def majority_class_fraction(targets) -> float:
+    counts = np.bincount(np.asarray(targets))
+    return float(counts.max() / counts.sum())
