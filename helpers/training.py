@@ -81,7 +81,7 @@ def train_one_epoch(model, criterion, optimizer, loader, device, scheduler=None,
             optimizer.step()
         if scheduler is not None:
             scheduler.step()
-        total_loss += float(loss) * len(targets)
+        total_loss += loss.item() * len(targets)
         correct += int((logits.argmax(1) == targets).sum())
         seen += len(targets)
     return {"loss": total_loss / max(seen, 1), "top1": correct / max(seen, 1)}
@@ -148,7 +148,7 @@ def fit(model, train_loader, val_loader, epochs: int, device, lr=0.01, optimizer
         if step < warmup_steps:
             return (step + 1) / warmup_steps
         progress = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
-        return 0.5 * (1 + np.cos(np.pi * min(progress, 1.0)))
+        return float(0.5 * (1 + np.cos(np.pi * min(progress, 1.0))))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
     criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)

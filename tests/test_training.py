@@ -1,0 +1,90 @@
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from helpers import data, models, training
+
+
+def _toy_loaders(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x, y = torch.randn(96, 1, 28, 28, generator=g), torch.randint(0, 4, (96,), generator=g)
+    train = data.loader(TensorDataset(x[:64], y[:64]), 16, shuffle=True, seed=seed)
+    val = data.loader(TensorDataset(x[64:], y[64:]), 16)
+    return train, val
+
+
+def _fresh_model(seed):
+    training.seed_everything(seed)
+    return models.create("lenet5", 4, 1, 28)
+
+
+class _Interrupt(Exception):
+    pass
+
+
+class _StopAfter:
+    """A loader that breaks off during epoch ``n`` (1-based), like a killed process."""
+
+    def __init__(self, inner, n):
+        self.inner, self.n, self.epoch = inner, n, 0
+        self.generator = inner.generator
+
+    def __len__(self):
+        return len(self.inner)
+
+    def __iter__(self):
+        self.epoch += 1
+        for i, batch in enumerate(self.inner):
+            if self.epoch == self.n and i == 1:
+                raise _Interrupt()
+            yield batch
+
+
+def test_interrupted_fit_resumes_to_the_same_weights(tmp_path):
+    train, val = _toy_loaders()
+    reference = _fresh_model(1)
+    training.fit(reference, train, val, 3, torch.device("cpu"), lr=0.05, checkpoint=tmp_path / "ref.pt",
+                 progress=False, log=lambda m: None)
+
+    interrupted = _fresh_model(1)
+    with pytest.raises(_Interrupt):
+        training.fit(interrupted, _StopAfter(train, 2), val, 3, torch.device("cpu"), lr=0.05,
+                     checkpoint=tmp_path / "run.pt", progress=False, log=lambda m: None)
+    saved = torch.load(tmp_path / "run.pt", weights_only=True)
+    assert saved["epoch"] == 1
+
+    resumed = _fresh_model(99)  # a different init: everything must come from the checkpoint
+    messages = []
+    history = training.fit(resumed, train, val, 3, torch.device("cpu"), lr=0.05,
+                           checkpoint=tmp_path / "run.pt", progress=False, log=messages.append)
+    assert "resumed" in messages[0]
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    for (name, a), b in zip(reference.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_evaluate_topk_by_hand():
+    logits = torch.tensor([[0.9, 0.1, 0.0], [0.1, 0.2, 0.7], [0.5, 0.4, 0.1]])
+    targets = torch.tensor([0, 1, 1])
+    assert training.topk_correct(logits, targets, ks=(1, 2)) == [1, 3]
+
+
+def test_fit_learns_something_and_rejects_bad_epochs():
+    train, val = _toy_loaders()
+    model = _fresh_model(0)
+    history = training.fit(model, train, None, 8, torch.device("cpu"), lr=0.05, progress=False,
+                           log=lambda m: None)
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    with pytest.raises(ValueError, match="epochs"):
+        training.fit(model, train, None, -1, torch.device("cpu"))
+
+
+def test_checkpoint_is_written_atomically(tmp_path, monkeypatch):
+    from helpers import io
+
+    target = tmp_path / "ckpt.pt"
+    target.write_bytes(b"old")
+    monkeypatch.setattr(io.os, "fsync", lambda fd: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError):
+        io.atomic_torch_save({"a": torch.ones(2)}, target)
+    assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]
