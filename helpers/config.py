@@ -14,6 +14,10 @@ from .models import MIN_IMAGE_SIZE
 NATIVE_SIZE = {"mnist": 28, "fashion-mnist": 28, "digits": 8}  # grayscale sets keep their own size
 
 
+def _per_model(lenet300, lenet5, alexnet, vgg16) -> dict:
+    return {"lenet300": lenet300, "lenet5": lenet5, "alexnet": alexnet, "vgg16": vgg16}
+
+
 @dataclass(frozen=True)
 class Profile:
     name: str
@@ -25,7 +29,20 @@ class Profile:
     weight_decay: float = 5e-4
     warmup_epochs: int = 0
     num_workers: int = 0                             # DataLoader workers; 0 keeps 2-core runs simple
+    cache_images: bool = True                        # keep decoded, shrunk photos in memory (small sizes)
     eval_batches: int | None = None                  # cap on validation batches in scans (cost control)
+    # pruning (notebooks 03-04)
+    sensitivity_sparsities: tuple = (0.5, 0.7, 0.8, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99)
+    sensitivity_tolerance: float = 0.02              # accuracy a single layer's pruning may cost in the scan
+    target_kept: dict = field(default_factory=lambda: _per_model(0.075, 0.075, 0.10, 0.075))
+    prune_rounds: int = 3                            # prune -> retrain rounds toward the targets
+    retrain_epochs: dict = field(default_factory=lambda: _per_model(4, 4, 2, 1))  # per round
+    retrain_lr_factor: float = 0.1                   # retraining lr = baseline lr x this (paper: lower lr)
+    # trained quantization (notebook 05)
+    conv_bits: int = 8
+    fc_bits: int = 5
+    quant_epochs: dict = field(default_factory=lambda: _per_model(2, 2, 1, 1))
+    quant_lr_factor: float = 0.01                    # centroid fine-tuning lr = baseline lr x this
 
     def for_model(self, model: str, dataset: str = "sea-animals") -> dict:
         """The settings one notebook needs for one model on one dataset."""
@@ -34,14 +51,17 @@ class Profile:
         return {"image_size": size, "per_class": dict(self.per_class), "epochs": self.epochs[model],
                 "batch_size": self.batch_size[model], "lr": self.lr[model],
                 "weight_decay": self.weight_decay, "warmup_epochs": self.warmup_epochs,
-                "num_workers": self.num_workers, "eval_batches": self.eval_batches}
+                "num_workers": self.num_workers, "cache_images": self.cache_images,
+                "eval_batches": self.eval_batches,
+                "sensitivity_sparsities": list(self.sensitivity_sparsities),
+                "sensitivity_tolerance": self.sensitivity_tolerance, "target_kept": self.target_kept[model],
+                "prune_rounds": self.prune_rounds, "retrain_epochs": self.retrain_epochs[model],
+                "retrain_lr_factor": self.retrain_lr_factor, "conv_bits": self.conv_bits,
+                "fc_bits": self.fc_bits, "quant_epochs": self.quant_epochs[model],
+                "quant_lr_factor": self.quant_lr_factor}
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def _per_model(lenet300, lenet5, alexnet, vgg16) -> dict:
-    return {"lenet300": lenet300, "lenet5": lenet5, "alexnet": alexnet, "vgg16": vgg16}
 
 
 PROFILES = {
@@ -51,8 +71,12 @@ PROFILES = {
         per_class={"train": 6, "val": 2, "test": 2},
         epochs=_per_model(1, 1, 1, 1),
         batch_size=_per_model(16, 16, 16, 16),
-        lr=_per_model(0.05, 0.05, 0.01, 0.01),
+        lr=_per_model(0.05, 0.01, 0.01, 0.01),
         eval_batches=2,
+        sensitivity_sparsities=(0.5, 0.9),
+        prune_rounds=2,
+        retrain_epochs=_per_model(1, 1, 1, 1),
+        quant_epochs=_per_model(1, 1, 1, 1),
     ),
     "cpu": Profile(
         name="cpu",
@@ -60,25 +84,26 @@ PROFILES = {
         epochs=_per_model(30, 30, 12, 4),
         # AlexNet's step time is dominated by its 55M fc weights, so a large batch costs little more
         batch_size=_per_model(64, 64, 128, 32),
-        lr=_per_model(0.05, 0.05, 0.02, 0.01),
+        lr=_per_model(0.05, 0.01, 0.02, 0.01),
         warmup_epochs=1,
-        eval_batches=20,
+        eval_batches=10,
     ),
     "gpu": Profile(
         name="gpu",
         image_size=_per_model(32, 32, 224, 224),
         epochs=_per_model(60, 60, 40, 30),
         batch_size=_per_model(256, 256, 128, 64),
-        lr=_per_model(0.1, 0.1, 0.02, 0.01),
+        lr=_per_model(0.05, 0.02, 0.02, 0.01),
         warmup_epochs=2,
         num_workers=8,
+        cache_images=False,
     ),
     "paper": Profile(
         name="paper",
         image_size=_per_model(28, 28, 63, 32),
         epochs=_per_model(40, 40, 10, 10),
         batch_size=_per_model(64, 64, 64, 64),
-        lr=_per_model(0.05, 0.05, 0.01, 0.01),
+        lr=_per_model(0.05, 0.01, 0.01, 0.01),
         weight_decay=5e-4,
     ),
 }

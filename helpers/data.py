@@ -174,19 +174,30 @@ def folder_split(root, split_file=None, seed=0, fractions=SPLIT_FRACTIONS) -> di
 class ImageListDataset(Dataset):
     """(relative path, label) pairs under a root; every image becomes RGB (or L for 1 channel)."""
 
-    def __init__(self, root, items, transform=None, mode="RGB"):
+    def __init__(self, root, items, transform=None, mode="RGB", cache_side: int | None = None):
         self.root, self.items, self.transform, self.mode = Path(root), list(items), transform, mode
         self.targets = [label for _, label in self.items]
+        # Small profiles keep each decoded image, shrunk to ``cache_side``, in memory: decoding the
+        # JPEGs again every epoch would cost more than training a LeNet on them.
+        self.cache_side, self._cache = cache_side, {}
 
     def __len__(self):
         return len(self.items)
 
     def __getitem__(self, i):
         rel, label = self.items[i]
-        with Image.open(self.root / rel) as img:
-            # RGBA/palette/grayscale/MPO all go through convert; "P" with transparency needs RGBA first
-            img = img.convert("RGBA") if img.mode == "P" else img
-            img = img.convert(self.mode)
+        img = self._cache.get(i)
+        if img is None:
+            with Image.open(self.root / rel) as img:
+                # RGBA/palette/grayscale/MPO all go through convert; "P" with transparency needs RGBA first
+                img = img.convert("RGBA") if img.mode == "P" else img
+                img = img.convert(self.mode)
+            if self.cache_side:
+                scale = self.cache_side / min(img.size)
+                if scale < 1:
+                    img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))),
+                                     Image.BILINEAR, reducing_gap=2.0)
+                self._cache[i] = img
         return (self.transform(img) if self.transform else img), label
 
 
@@ -286,11 +297,13 @@ def _subset(dataset_items, n_per_class, seed):
 
 
 def load_splits(name: str, data_dir=None, image_size: int = 32, split_file=None, seed: int = 0,
-                per_class: dict | None = None, mean=None, std=None, augment=True, download=True) -> Splits:
+                per_class: dict | None = None, mean=None, std=None, augment=True, download=True,
+                cache_images: bool = False) -> Splits:
     """Train/val/test datasets for ``name`` (one of DATASETS), with class names and scan report.
 
     ``per_class`` caps each split at that many images per class, e.g. ``{"train": 20, "val": 5,
-    "test": 5}`` for the ``ci`` profile; None keeps everything.
+    "test": 5}`` for the ``ci`` profile; None keeps everything. ``cache_images`` keeps decoded photos
+    in memory at about the target size (for small image sizes; the ``ci`` and ``cpu`` profiles).
     """
     if name not in DATASETS:
         raise ValueError(f"Unknown dataset {name!r}; choose one of {', '.join(DATASETS)}.")
@@ -304,8 +317,9 @@ def load_splits(name: str, data_dir=None, image_size: int = 32, split_file=None,
         split = folder_split(root, split_file, seed)
         mean, std = mean or IMAGENET_MEAN, std or IMAGENET_STD
         parts = {k: _subset(split[k], per_class.get(k), seed) for k in ("train", "val", "test")}
+        cache_side = image_size + image_size // 8 if cache_images else None
         make = lambda k: ImageListDataset(root, parts[k], make_transforms(image_size, mean, std, k == "train"
-                                                                         and augment))
+                                                                         and augment), cache_side=cache_side)
         info = {"root": str(root), "skipped": split["skipped"], "duplicates": split["duplicates"]}
         splits = Splits(make("train"), make("val"), make("test"), split["classes"], 3, image_size,
                         tuple(mean), tuple(std), info)
@@ -339,6 +353,14 @@ def load_splits(name: str, data_dir=None, image_size: int = 32, split_file=None,
                         tuple(mean), tuple(std), {"skipped": [], "duplicates": []})
     splits.info["sizes"] = {k: len(getattr(splits, k)) for k in ("train", "val", "test")}
     return splits
+
+
+def load_splits_for(settings: dict, sliced: bool = True) -> Splits:
+    """``load_splits`` with a notebook's resolved settings (``helpers.config.resolve_settings``)."""
+    return load_splits(settings["dataset"], settings["data_dir"], settings["image_size"],
+                       split_file=settings["split_file"], seed=settings["seed"],
+                       per_class=settings["per_class"] if sliced else None,
+                       cache_images=settings.get("cache_images", False))
 
 
 def loader(dataset, batch_size, shuffle=False, num_workers=0, seed=0):

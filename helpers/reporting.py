@@ -148,3 +148,80 @@ def plot_confusion(matrix, class_names, title="Confusion matrix (rows: true, nor
 def majority_class_fraction(targets) -> float:
     counts = np.bincount(np.asarray(targets))
     return float(counts.max() / counts.sum())
+
+
+# ----------------------------------------------------------------------------- compression stages
+
+def format_table(rows: list[dict], formats: dict | None = None) -> str:
+    """A plain-text table of ``rows`` (dicts with the same keys); ``formats`` maps column -> format."""
+    formats = formats or {}
+    if not rows:
+        return ""
+    columns = list(rows[0])
+
+    def cell(row, col):
+        value = row.get(col, "")
+        if col in formats and isinstance(value, (int, float)):
+            return formats[col].format(value)
+        if isinstance(value, float):
+            return f"{value:.4g}"
+        return f"{value:,}" if isinstance(value, int) else str(value)
+
+    body = [[cell(r, c) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(b[i]) for b in body)) for i, c in enumerate(columns)]
+    line = lambda cells: "  ".join(x.rjust(w) if i else x.ljust(w) for i, (x, w) in enumerate(zip(cells, widths)))
+    return "\n".join([line(columns), line(["-" * w for w in widths]), *map(line, body)])
+
+
+def plot_weight_histograms(weights: dict, title: str, nonzero_only=False, bins=100, max_layers=16):
+    """One small histogram per layer (paper Fig. 4: pruning leaves a bimodal distribution)."""
+    import matplotlib.pyplot as plt
+
+    names = list(weights)[:max_layers]
+    cols = min(4, len(names))
+    rows = (len(names) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.4 * rows), squeeze=False)
+    for ax, name in zip(axes.flat, names):
+        w = weights[name].detach().flatten().float().cpu().numpy()
+        if nonzero_only:
+            w = w[w != 0]
+        ax.hist(w, bins=bins, color="tab:blue")
+        ax.set_title(f"{name} ({len(w):,})", fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_sensitivity(scan: dict, baseline: float, title="Pruning sensitivity (one layer at a time)"):
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, curve in scan.items():
+        xs, ys = zip(*sorted(curve))
+        ax.plot([100 * x for x in xs], ys, "o-", ms=3, label=name)
+    ax.axhline(baseline, color="k", ls="--", lw=1, label="baseline")
+    ax.set(xlabel="weights pruned in that layer (%)", ylabel="validation top-1", title=title)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def plot_rounds(rounds: list[dict], baseline: float, title="Accuracy through prune -> retrain rounds"):
+    """``rounds``: dicts with ``round``, ``kept``, ``after_pruning`` and ``after_retraining`` accuracy."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    xs = [r["round"] for r in rounds]
+    ax.plot(xs, [r["after_pruning"] for r in rounds], "v--", label="after pruning")
+    ax.plot(xs, [r["after_retraining"] for r in rounds], "o-", label="after retraining")
+    ax.axhline(baseline, color="k", ls="--", lw=1, label="baseline")
+    for r in rounds:
+        ax.annotate(f"{r['kept']:.1%} kept", (r["round"], r["after_retraining"]), fontsize=7,
+                    textcoords="offset points", xytext=(4, 4))
+    ax.set(xlabel="round", ylabel="validation top-1", title=title, xticks=xs)
+    ax.legend()
+    fig.tight_layout()
+    return fig

@@ -173,6 +173,10 @@ def fit(model, train_loader, val_loader, epochs: int, device, lr=0.01, optimizer
         record = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "train_loss": train_stats["loss"],
                   "train_top1": train_stats["top1"], "time_s": time.time() - t0,
                   **{f"val_{k}": v for k, v in val_stats.items() if k != "n"}}
+        if not np.isfinite(record["train_loss"]):
+            raise FloatingPointError(f"Training diverged in epoch {epoch + 1} (loss is {record['train_loss']}); "
+                                     f"lower the learning rate (now {lr})"
+                                     + (f" and delete {checkpoint} to restart." if checkpoint else "."))
         history.append(record)
         log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
         if checkpoint:
