@@ -15,6 +15,6 @@ def load_compressed(path, map_location="cpu"):
 
 def save_compressed(model, path, **kwargs):
     """Write a pruned + quantized model as a compressed file (see ``helpers.fileformat``)."""
-    from .fileformat import save_compressed as _save
+    from .fileformat import save_model as _save
 
     return _save(model, path, **kwargs)

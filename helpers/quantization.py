@@ -1,13 +1,30 @@
 """Trained quantization (paper section 3): per-layer k-means weight sharing, centroid fine-tuning.
 
 Introduced in notebook 05.
+
+Pure functions first (``kmeans_1d``, ``cluster_weight``), model-level wrappers second. A quantized
+layer carries a ``torch.nn.utils.parametrize`` parametrization whose single trainable tensor is the
+codebook; in ``state_dict`` a quantized layer ``L`` appears as::
+
+    L.parametrizations.weight.original    float32 (k,)   the codebook (an nn.Parameter)
+    L.parametrizations.weight.0.indices   uint8/int16/int32, weight's shape (compact; 0 where pruned)
+    L.parametrizations.weight.0.mask      bool, weight's shape (True where the weight survived pruning)
+    L.parametrizations.weight.0.bits      int64 scalar
 """
 
 from __future__ import annotations
 
+import copy
+import io
+import operator
+import warnings
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.nn.utils import parametrize
 
 
 @dataclass
@@ -24,3 +41,396 @@ class QuantizedLayer:
 
     def weight(self) -> torch.Tensor:
         return self.codebook[self.indices] * self.mask
+
+
+# ---------------------------------------------------------------------------------------------------
+# Pure functions: 1-D k-means and clustering one weight tensor.
+
+INITS = ("linear", "density", "random")
+
+
+def kmeans_1d(values, k: int, init: str = "linear", iters: int = 300, tol: float = 1e-6, seed=None):
+    """Lloyd's k-means on scalars; returns ``(centroids float64 (k',), labels int64 (n,))``, k' <= k.
+
+    In 1-D each cluster of a nearest-centroid assignment is a contiguous range of the sorted values,
+    cut at the midpoints between neighbouring centroids. So we sort once (O(n log n)); each iteration is
+    then ``searchsorted`` of the k-1 midpoints plus cluster means from a float64 prefix sum: O(k log n).
+    Ties (a value exactly at a midpoint) go to the lower centroid, as in sklearn's argmin.
+
+    ``init``: 'linear' = linspace(min, max, k) (the paper's best), 'density' = the values at evenly
+    spaced CDF levels (i + 1/2) / k, 'random' = k values drawn without replacement (``seed``).
+    Duplicate initial centroids are merged (they could never separate). An empty cluster keeps its
+    old centroid (deterministic; it stays sorted between its neighbours and may catch points later).
+    So with 'linear' init on pruned weights the centroids inside the pruning gap around zero start
+    empty and mostly stay empty: fewer than k values end up in use.
+    With at most k distinct values the centroids are exactly those values. Stops when the
+    assignment no longer changes, no centroid moves more than ``tol * (max - min)``, or after
+    ``iters`` iterations (300, sklearn's default); the labels are the nearest-centroid assignment of
+    the returned centroids.
+    """
+    if init not in INITS:
+        raise ValueError(f"Unknown k-means init {init!r}; choose one of {', '.join(INITS)}.")
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().numpy()
+    x = np.asarray(values).ravel()
+    k = operator.index(k)
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}.")
+    n = x.size
+    if n == 0:
+        return np.zeros(0), np.zeros(0, dtype=np.int64)
+    # Sort once (numpy's SIMD quicksort); labels are scattered back through the permutation.
+    order = np.argsort(x)
+    xs = x[order].astype(np.float64)  # accumulate in float64
+    first = np.concatenate(([True], xs[1:] != xs[:-1]))
+    if np.count_nonzero(first) <= k:  # every value gets its own centroid: exact, nothing to iterate
+        labels = np.empty(n, dtype=np.int64)
+        labels[order] = np.cumsum(first) - 1
+        return xs[first], labels
+
+    if init == "linear":
+        c = np.linspace(xs[0], xs[-1], k)
+    elif init == "density":
+        c = xs[np.round((np.arange(k) + 0.5) / k * (n - 1)).astype(np.int64)]
+    else:
+        c = np.sort(x[np.random.default_rng(seed).choice(n, size=k, replace=False)]).astype(np.float64)
+    c = np.unique(c)
+
+    # Prefix sums of centred values: the centring keeps range sums free of cancellation error.
+    mean = xs.mean()
+    csum = np.concatenate(([0.0], np.cumsum(xs - mean)))
+    span = xs[-1] - xs[0]
+    cuts, prev = np.zeros(c.size + 1, dtype=np.int64), np.full(c.size + 1, -1, dtype=np.int64)
+    cuts[-1] = n
+    for _ in range(iters):  # small arrays only: per-iteration cost is numpy call overhead
+        cuts[1:-1] = np.searchsorted(xs, (c[:-1] + c[1:]) * 0.5, side="right")
+        if (cuts == prev).all():
+            break  # assignment unchanged: c already holds its cluster means
+        prev[:] = cuts
+        counts = np.diff(cuts)
+        new = np.where(counts > 0, mean + np.diff(csum[cuts]) / np.maximum(counts, 1), c)
+        shift, c = np.abs(new - c).max(), new
+        if shift <= tol * span:
+            break
+    return c, _sorted_labels(xs, c, order)
+
+
+def _sorted_labels(xs, c, order):
+    """Nearest-centroid labels in the original order: contiguous runs of the sorted values."""
+    cuts = np.searchsorted(xs, (c[:-1] + c[1:]) * 0.5, side="right")
+    counts = np.diff(np.concatenate(([0], cuts, [xs.size])))
+    labels = np.empty(xs.size, dtype=np.int64)
+    labels[order] = np.repeat(np.arange(c.size, dtype=np.int64), counts)
+    return labels
+
+
+def _check_bits(bits, what="bits") -> int:
+    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not 1 <= bits <= 16:
+        raise ValueError(f"{what} must be an integer from 1 to 16 (2 to 65536 shared values), got {bits!r}.")
+    return int(bits)
+
+
+def cluster_weight(weight: torch.Tensor, bits: int, init: str = "linear", seed=None, **kmeans_kwargs
+                   ) -> QuantizedLayer:
+    """Cluster a weight's non-zero entries into at most ``2**bits`` shared values.
+
+    Zero is never a cluster: pruned (exactly zero) weights stay zero through ``mask``. A centroid can
+    in principle land exactly on 0.0; the mask still marks those weights as survivors. A layer with
+    no survivors gets the codebook ``[0.]`` (unused) rather than an empty one.
+    """
+    return _cluster(weight, bits, init, seed, **kmeans_kwargs)[0]
+
+
+def _cluster(weight, bits, init="linear", seed=None, **kmeans_kwargs):
+    """``cluster_weight`` plus the flat survivor positions and their labels, reused by the installer."""
+    bits = _check_bits(bits)
+    flat = weight.detach().cpu().reshape(-1)
+    positions = flat.nonzero().squeeze(1)
+    centroids, labels = kmeans_1d(flat[positions].numpy(), 2 ** bits, init=init, seed=seed, **kmeans_kwargs)
+    if centroids.size == 0:  # fully pruned: one unused entry, so codebook[indices] stays indexable
+        centroids = np.zeros(1)
+    labels = torch.from_numpy(labels)
+    indices = torch.zeros(flat.numel(), dtype=torch.int64).index_put_((positions,), labels)
+    q = QuantizedLayer(torch.from_numpy(centroids).float(), indices.view(weight.shape),
+                       (flat != 0).view(weight.shape), bits)
+    return q, positions, labels
+
+
+# ---------------------------------------------------------------------------------------------------
+# The parametrization: weight = codebook[indices] * mask, codebook the only trainable tensor.
+
+class _SharedGather(torch.autograd.Function):
+    """Scatter ``codebook[labels]`` into a zero weight; backward sums member gradients (paper eq. 3).
+
+    Autograd through ``codebook[indices] * mask`` gives the same gradient, but gathers and
+    scatter-adds over every position of the dense weight; here both directions touch survivors only.
+    """
+
+    @staticmethod
+    def forward(ctx, codebook, positions, labels, shape):
+        ctx.save_for_backward(positions, labels)
+        ctx.k = codebook.numel()
+        values = codebook.index_select(0, labels)
+        if positions is None:  # nothing pruned
+            return values.view(shape)
+        return codebook.new_zeros(shape.numel()).index_copy_(0, positions, values).view(shape)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        positions, labels = ctx.saved_tensors
+        g = grad.reshape(-1) if positions is None else grad.reshape(-1).take(positions)
+        # float64 sums: a cluster of an fc layer can have a million members
+        return torch.bincount(labels, weights=g.double(), minlength=ctx.k).to(grad.dtype), None, None, None
+
+
+def _index_dtype(k: int) -> torch.dtype:
+    return torch.uint8 if k <= 256 else torch.int16 if k <= 32768 else torch.int32
+
+
+class SharedWeight(nn.Module):
+    """Parametrization ``codebook -> codebook[indices] * mask`` registered with ``unsafe=True``.
+
+    Design choice: the dense weight is *replaced*. ``right_inverse`` hands the codebook to
+    ``register_parametrization``, so ``parametrizations.weight.original`` IS the (k,) codebook and
+    no stale dense copy is kept, trained or saved. The parameter object is reused (``set_``), so
+    build the optimizer after quantizing. Assigning ``module.weight = ...`` later is refused.
+    """
+
+    def __init__(self, q: QuantizedLayer, positions=None, labels=None):
+        super().__init__()
+        dtype = _index_dtype(q.codebook.numel())
+        if labels is None:
+            indices = q.indices.to(dtype) * q.mask
+        else:  # survivors already known (fresh clustering): skip passes over the dense index tensor
+            indices = torch.zeros(q.mask.numel(), dtype=dtype).index_put_((positions,), labels.to(dtype))
+            positions = None if positions.numel() == q.mask.numel() else positions
+        self.register_buffer("indices", indices.view(q.mask.shape))
+        self.register_buffer("mask", q.mask.clone())
+        self.register_buffer("bits", torch.tensor(int(q.bits)))
+        # Derived, not saved: flat positions of survivors and their int64 labels (rebuilt after load).
+        self.register_buffer("_positions", positions, persistent=False)
+        self.register_buffer("_labels", labels, persistent=False)
+        self._pending = q.codebook.detach().clone()
+
+    def right_inverse(self, weight):
+        if self._pending is None:
+            raise RuntimeError("A quantized weight is shared; change its codebook "
+                               "(module.parametrizations.weight.original) instead of assigning it.")
+        codebook, self._pending = self._pending.to(weight.device, weight.dtype), None
+        return codebook
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self._positions = self._labels = None
+
+    def survivors(self):
+        """(flat positions of the surviving weights or None if none is pruned, their int64 labels)."""
+        if self._labels is None:
+            flat_mask = self.mask.reshape(-1)
+            dense = bool(flat_mask.all())
+            self._positions = None if dense else flat_mask.nonzero().squeeze(1)
+            flat = self.indices.reshape(-1)
+            self._labels = (flat if dense else flat[self._positions]).long()
+        return self._positions, self._labels
+
+    def forward(self, codebook):
+        positions, labels = self.survivors()
+        return _SharedGather.apply(codebook, positions, labels, self.mask.shape)
+
+
+def _shared(module: nn.Module) -> SharedWeight | None:
+    """The layer's SharedWeight, if its weight is exactly a codebook gather (nothing stacked on it)."""
+    plist = getattr(getattr(module, "parametrizations", None), "weight", None)
+    return plist[0] if plist is not None and len(plist) == 1 and isinstance(plist[0], SharedWeight) else None
+
+
+def _bake_weight(module: nn.Module) -> None:
+    """Replace a parametrized weight (pruning mask, older codebook) by a plain Parameter of its value.
+
+    Not ``remove_parametrizations``: ``copy.deepcopy`` of a parametrized model shares the injected
+    ``Parametrized*`` class, and removal deletes the ``weight`` property from that class, breaking
+    the other copy. Swapping this instance's class back touches no shared state.
+    """
+    if not parametrize.is_parametrized(module, "weight"):
+        return
+    if set(module.parametrizations) != {"weight"}:  # other tensors parametrized too: torch's way
+        parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+        return
+    with torch.no_grad():
+        weight = module.weight.detach().clone()
+    module.__class__ = module.__class__.__bases__[0]
+    del module._modules["parametrizations"]
+    module.weight = nn.Parameter(weight)
+
+
+def _install(module: nn.Module, q: QuantizedLayer, positions=None, labels=None) -> None:
+    if tuple(q.mask.shape) != tuple(module.weight.shape):
+        raise ValueError(f"Quantized layer has shape {tuple(q.mask.shape)}, the module's weight "
+                         f"{tuple(module.weight.shape)}.")
+    _bake_weight(module)
+    shared = SharedWeight(q, positions, labels).to(module.weight.device)
+    parametrize.register_parametrization(module, "weight", shared, unsafe=True)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Model-level wrappers.
+
+def _targets(model, layers):
+    from .models import compressible_layers
+
+    found = compressible_layers(model)
+    if layers is None:
+        return found
+    unknown = [n for n in layers if n not in found]
+    if unknown:
+        raise ValueError(f"Unknown layer(s) {unknown}; compressible layers are {list(found)}.")
+    return {n: found[n] for n in layers}
+
+
+def quantize_model(model: nn.Module, bits: dict | None = None, conv_bits: int = 8, fc_bits: int = 5,
+                   init: str = "linear", layers=None, seed=None) -> dict[str, QuantizedLayer]:
+    """Weight-share every Conv2d/Linear (or ``layers``): 2**conv_bits / 2**fc_bits clusters each.
+
+    ``bits`` overrides per layer, e.g. ``{'features.0': 6}``. Pruned (zero) weights stay zero.
+    Afterwards ``model.parameters()`` yields each layer's codebook (its weight's only trainable
+    part) and the fp32 biases; SGD on them updates every centroid by the sum of its members'
+    gradients (paper eq. 3). Weight decay, if the optimizer has it, also shrinks the codebooks.
+    Returns the initial clustering per layer.
+    """
+    conv_bits, fc_bits = _check_bits(conv_bits, "conv_bits"), _check_bits(fc_bits, "fc_bits")
+    if init not in INITS:
+        raise ValueError(f"Unknown k-means init {init!r}; choose one of {', '.join(INITS)}.")
+    targets = _targets(model, layers)
+    bits = dict(bits or {})
+    unknown = [n for n in bits if n not in targets]
+    if unknown:
+        raise ValueError(f"bits names unknown or unselected layer(s) {unknown}; choose from {list(targets)}.")
+    for name, b in bits.items():
+        _check_bits(b, f"bits[{name!r}]")
+    result = {}
+    for name, module in targets.items():
+        b = bits.get(name, conv_bits if isinstance(module, nn.Conv2d) else fc_bits)
+        result[name], positions, labels = _cluster(module.weight, b, init=init, seed=seed)
+        _install(module, result[name], positions, labels)
+    return result
+
+
+def export_quantized(model: nn.Module) -> dict[str, QuantizedLayer]:
+    """Current (e.g. fine-tuned) codebooks of all quantized layers: detached float32 on the CPU."""
+    from .models import compressible_layers
+
+    out = {}
+    for name, module in compressible_layers(model).items():
+        if (shared := _shared(module)) is not None:
+            out[name] = QuantizedLayer(module.parametrizations.weight.original.detach().float().cpu().clone(),
+                                       shared.indices.long().cpu(), shared.mask.cpu().clone(),
+                                       int(shared.bits))
+    return out
+
+
+def import_quantized(model: nn.Module, layers: dict[str, QuantizedLayer]) -> nn.Module:
+    """Install ``layers`` (from ``export_quantized`` or a file) so weights match bit for bit."""
+    targets = _targets(model, list(layers))
+    for name, q in layers.items():
+        _install(targets[name], q)
+    return model
+
+
+def load_quantized_state_dict(model: nn.Module, state_dict: dict, strict: bool = True):
+    """Load a quantized model's ``state_dict`` into a fresh model (re-creating the parametrizations)."""
+    suffix = ".parametrizations.weight.0.indices"
+    layers = {}
+    for key in state_dict:
+        if key.endswith(suffix):
+            p = key[: -len(suffix)] + ".parametrizations.weight."
+            layers[key[: -len(suffix)]] = QuantizedLayer(
+                state_dict[p + "original"], state_dict[key].long(), state_dict[p + "0.mask"],
+                int(state_dict[p + "0.bits"]))
+    import_quantized(model, layers)
+    return model.load_state_dict(state_dict, strict=strict)
+
+
+def distinct_values(model: nn.Module) -> dict[str, int]:
+    """Number of distinct non-zero weight values per Conv2d/Linear layer.
+
+    Quantized layers count the distinct non-zero codebook entries in use (O(n), no sort of the
+    weight); other layers ``torch.unique`` their non-zero weights.
+    """
+    from .models import compressible_layers
+
+    out = {}
+    with torch.no_grad():
+        for name, module in compressible_layers(model).items():
+            if (shared := _shared(module)) is not None:
+                codebook = module.parametrizations.weight.original
+                values = codebook[torch.bincount(shared.survivors()[1], minlength=codebook.numel()) > 0]
+            else:
+                values = module.weight
+            out[name] = int(torch.unique(values[values != 0]).numel())
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# int8 baseline: what the original project did; post-training int8 of the dense model.
+
+class Int8Conv2d(nn.Module):
+    """Weight-only int8 Conv2d: symmetric per-output-channel int8 weights, dequantized per forward.
+
+    torch.ao's dynamic quantization has no Conv2d and its static path needs calibration data and
+    QuantStubs in each model's forward; weight-only int8 stores the same 1 byte per weight and runs
+    as a plain fp32 convolution on any CPU.
+    """
+
+    def __init__(self, conv: nn.Conv2d):
+        super().__init__()
+        if conv.padding_mode != "zeros":
+            raise NotImplementedError("Int8Conv2d supports padding_mode='zeros' only.")
+        w = conv.weight.detach().float()
+        scale = w.abs().amax(dim=(1, 2, 3)).clamp_min(1e-12) / 127
+        self.register_buffer("weight_int8", torch.round(w / scale.view(-1, 1, 1, 1)).clamp(-127, 127)
+                             .to(torch.int8))
+        self.register_buffer("scale", scale)
+        self.register_buffer("bias", None if conv.bias is None else conv.bias.detach().float().clone())
+        self.stride, self.padding, self.dilation, self.groups = (conv.stride, conv.padding,
+                                                                 conv.dilation, conv.groups)
+
+    def forward(self, x):
+        w = self.weight_int8.float() * self.scale.view(-1, 1, 1, 1)
+        return F.conv2d(x, w, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+def int8_model(model: nn.Module) -> nn.Module:
+    """A CPU copy of ``model`` with int8 weights, 1 byte per weight, evaluable by a plain forward.
+
+    Linear: ``torch.ao.quantization.quantize_dynamic`` (per-channel int8 weights, activations
+    quantized on the fly; int8 GEMM). Conv2d: ``Int8Conv2d`` (weight-only, per-channel).
+    Parametrized weights (pruning masks, shared codebooks) are baked in; ``model`` is left untouched.
+    Every weight, zero or not, is stored: this keeps NO pruning or weight-sharing savings; it is
+    the dense int8 reference (AlexNet-23: ~57.1 MB).
+    """
+    m = copy.deepcopy(model).cpu().eval()
+    for parent in list(m.modules()):
+        for child_name, child in parent.named_children():
+            if isinstance(child, nn.Conv2d):
+                setattr(parent, child_name, Int8Conv2d(child))
+            elif isinstance(child, nn.Linear):  # a plain Linear: quantize_dynamic needs no parametrization
+                _bake_weight(child)
+    with warnings.catch_warnings():  # torch.ao.quantization is deprecated in favour of torchao
+        warnings.simplefilter("ignore")
+        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+        return quantize_dynamic(m, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
+
+
+def int8_size_bytes(model: nn.Module) -> int:
+    """Bytes of the int8 model's ``state_dict`` as ``torch.save`` writes it (int8 weights + fp32
+    biases and scales + container overhead). ``model`` may be fp32 (converted first) or int8."""
+    already = any(isinstance(m, Int8Conv2d) or type(m).__module__.startswith("torch.ao.nn.quantized")
+                  for m in model.modules())
+    q = model if already else int8_model(model)
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.save(q.state_dict(), buffer)
+    return buffer.getbuffer().nbytes

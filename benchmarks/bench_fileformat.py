@@ -1,0 +1,133 @@
+"""Benchmark of the compressed file format on VGG16 (23 classes) at the paper's Table 5 densities.
+
+Random weights are pruned by magnitude to each layer's density and quantized with a linear
+codebook (8 bits conv, 5 bits fc): ~6.2M survivors, ~16M stream symbols. Times are the
+best of ``--repeat`` runs (the machine may be shared; *_cpu_s is this process's CPU time):
+
+* encode = Huffman coding + writing the file (``save_compressed`` from plain QuantizedLayers);
+* decode = reading + decoding + rebuilding the nn.Module with its dense weights
+  (``load_compressed(quantized=False)``); decode_quantized also installs the trainable
+  codebooks through ``helpers.quantization.import_quantized`` (``load_compressed()``).
+
+The last line printed is JSON: encode_s, decode_s, file_bytes, entropy_bytes (order-0 bound of
+all streams), file_over_entropy = file_bytes / (entropy_bytes + bytes stored raw: header,
+codebooks, biases, framing), plus details.
+
+    python benchmarks/bench_fileformat.py [--repeat 3] [--out /tmp/vgg16.dcz]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from helpers import fileformat, models  # noqa: E402
+from helpers.quantization import QuantizedLayer  # noqa: E402
+
+# Paper Table 5 (VGG16): weights kept per layer.
+DENSITY = [0.58, 0.22, 0.34, 0.36, 0.53, 0.24, 0.42, 0.32, 0.27, 0.34, 0.35, 0.29, 0.36, 0.01, 0.02, 0.09]
+
+
+def build(seed=0):
+    torch.manual_seed(seed)
+    model = models.create("vgg16", 23, 3, 32)
+    layers = {}
+    with torch.no_grad():
+        for (name, module), density in zip(models.compressible_layers(model).items(), DENSITY, strict=True):
+            w = module.weight
+            keep = max(1, round(density * w.numel()))
+            flat = w.abs().reshape(-1)
+            thr = torch.topk(flat, keep, sorted=False).values.min()
+            mask = w.abs() >= thr
+            bits = 8 if w.ndim == 4 else 5
+            survivors = w[mask]
+            codebook = torch.linspace(float(survivors.min()), float(survivors.max()), 2 ** bits)
+            mid = (codebook[1:] + codebook[:-1]) / 2
+            indices = torch.zeros(w.shape, dtype=torch.int64)
+            indices[mask] = torch.bucketize(survivors, mid)
+            layers[name] = q = QuantizedLayer(codebook.float(), indices, mask, bits)
+            module.weight.copy_(q.weight())
+    others = {k: v for k, v in model.state_dict().items()
+              if k.removesuffix(".weight") not in layers}
+    return model, layers, others
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    model, layers, others = build()
+    survivors = sum(int(q.mask.sum()) for q in layers.values())
+    print(f"built VGG16-23 with {survivors:,} survivors in {time.perf_counter() - t0:.1f} s", flush=True)
+    tmpdir = tempfile.mkdtemp()
+    path = args.out or os.path.join(tmpdir, "vgg16.dcz")
+    enc, dec, cpu = [], [], {"enc": [], "dec": []}
+    metadata = {"class_names": [str(i) for i in range(23)], "image_size": 32}
+    for _ in range(args.repeat):
+        t, c = time.perf_counter(), time.process_time()
+        fileformat.save_compressed(path, model.create_args, layers, others, metadata)
+        enc.append(time.perf_counter() - t)
+        cpu["enc"].append(time.process_time() - c)
+    decq = []
+    for _ in range(args.repeat):
+        t, c = time.perf_counter(), time.process_time()
+        loaded = fileformat.load_compressed(path, quantized=False)
+        dec.append(time.perf_counter() - t)
+        cpu["dec"].append(time.process_time() - c)
+        del loaded
+    for _ in range(args.repeat):
+        t = time.perf_counter()
+        loaded = fileformat.load_compressed(path)
+        decq.append(time.perf_counter() - t)
+        del loaded
+    print(f"encode s: {[round(x, 3) for x in enc]}  decode s: {[round(x, 3) for x in dec]}  "
+          f"decode with import_quantized s: {[round(x, 3) for x in decq]}")
+    loaded = fileformat.load_compressed(path)
+    found = models.compressible_layers(loaded)
+    exact = all(torch.equal(found[n].weight, q.weight()) for n, q in layers.items())
+    exact &= all(torch.equal(loaded.state_dict()[k], v) for k, v in others.items())
+    x = torch.randn(2, 3, 32, 32)
+    model.eval(), loaded.eval()
+    with torch.no_grad():
+        same_out = torch.equal(model(x), loaded(x))
+    report = fileformat.size_report(path)
+    total = report[-1]
+    for r in report:
+        print(f"{r['layer']:>14} {r['weights']:>11,} kept {r['kept_pct']:5.1f}%  weight bits "
+              f"{r['weight_bits_pq'] or '':>2}/{r['weight_bits_pqh']:5.2f}  index bits "
+              f"{r['index_bits_pq'] or '':>2}/{r['index_bits_pqh']:5.2f}  compress "
+              f"{r['compress_pq_pct']:6.2f}%/{r['compress_pqh_pct']:6.2f}%")
+    file_bytes = os.path.getsize(path)
+    with open(path, "rb") as f:  # bytes outside the Huffman streams (which include code and sync tables)
+        header = fileformat.parse(f.read()).header
+    raw = file_bytes - sum(fileformat._stream_bytes(d["index"]) + fileformat._stream_bytes(d["gap"])
+                           for d in header["layers"])
+    result = {
+        "encode_s": round(min(enc), 3), "decode_s": round(min(dec), 3),
+        "decode_quantized_s": round(min(decq), 3),
+        "encode_cpu_s": round(min(cpu["enc"]), 3), "decode_cpu_s": round(min(cpu["dec"]), 3),
+        "file_bytes": file_bytes, "entropy_bytes": round(total["entropy_bytes"]),
+        "raw_bytes": raw,
+        "file_over_entropy": round(file_bytes / (total["entropy_bytes"] + raw), 4),
+        "streams_over_entropy": round((file_bytes - raw) / total["entropy_bytes"], 4),
+        "compression_ratio": round(total["compression_ratio"], 1), "survivors": survivors,
+        "bit_exact": bool(exact), "same_outputs": bool(same_out),
+    }
+    if args.out is None:
+        os.unlink(path)
+        os.rmdir(tmpdir)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+import json
+
+import pytest
+import torch
+
+from helpers import data, evaluate, fileformat, models, pruning, quantization
+
+
+@pytest.fixture
+def digits_file(tmp_path):
+    """A LeNet-300-100 for the offline digits set, pruned + quantized and written as a file."""
+    torch.manual_seed(0)
+    model = models.create("lenet300", 10, 1, 8)
+    pruning.prune_to_sparsity(model, 0.8)
+    quantization.quantize_model(model, fc_bits=5)
+    splits = data.load_splits("digits", image_size=8)
+    meta = {"class_names": splits.class_names, "image_size": 8, "mean": list(splits.mean),
+            "std": list(splits.std), "seed": 0}
+    path = tmp_path / "digits.dcz"
+    fileformat.save_model(model, path, meta)
+    return path, model, splits
+
+
+def test_cli_reports_the_same_accuracy_as_the_model(digits_file, tmp_path, capsys):
+    path, model, splits = digits_file
+    out = tmp_path / "result.json"
+    assert evaluate.main([str(path), "--dataset", "digits", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    preds, trues = [], []
+    model.eval()
+    with torch.no_grad():
+        for x, y in data.loader(splits.test, 64):
+            preds.append(model(x).argmax(1))
+            trues.append(y)
+    expected = (torch.cat(preds) == torch.cat(trues)).double().mean().item()
+    assert result["n"] == len(splits.test)
+    assert result["test_accuracy"] == pytest.approx(expected, abs=1e-12)
+    assert 0 <= result["test_accuracy"] <= result["test_top5"] <= 1
+    assert "top-1" in capsys.readouterr().out
+
+
+def test_split_all_covers_every_image(digits_file):
+    path, _, splits = digits_file
+    result = evaluate.evaluate_file(path, "digits", split="all")
+    assert result["n"] == sum(splits.info["sizes"].values())
+
+
+def test_classes_are_matched_by_name():
+    mapping, unknown = evaluate.class_mapping(["b", "z", "a"], ["a", "b", "c"])
+    assert mapping == {0: 1, 2: 0} and unknown == ["z"]
+
+
+def test_corrupt_file_and_wrong_dataset_give_clear_errors(digits_file, tmp_path, capsys):
+    path, _, _ = digits_file
+    broken = tmp_path / "broken.dcz"
+    broken.write_bytes(path.read_bytes()[:-100])
+    assert evaluate.main([str(broken), "--dataset", "digits"]) == 2
+    assert capsys.readouterr().err.startswith("error:")
+    renamed = tmp_path / "renamed"
+    for i in range(2):
+        (renamed / f"cls{i}").mkdir(parents=True)
+    assert evaluate.main([str(path), "--dataset", "folder", "--data-dir", str(renamed)]) == 2
+    assert "channel" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        evaluate.main([str(tmp_path / "missing.dcz"), "--dataset", "digits"])

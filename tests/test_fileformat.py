@@ -1,0 +1,450 @@
+"""The compressed model file (helpers.fileformat): layout, exact round trips, hostile inputs."""
+
+import inspect
+import io
+import json
+import os
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import torch
+
+import helpers
+from helpers import fileformat as F
+from helpers import models
+from helpers.fileformat import CompressedFileError
+from helpers.quantization import QuantizedLayer
+
+
+# ----------------------------------------------------------------------------- helpers
+def quantize(model, density, seed=0, random_pruned_indices=True):
+    """Prune by magnitude, quantize with random codebooks/indices; the model gets those weights."""
+    gen = torch.Generator().manual_seed(seed)
+    layers = {}
+    with torch.no_grad():
+        for name, m in models.compressible_layers(model).items():
+            w = m.weight
+            sample = w.reshape(-1)[torch.randint(w.numel(), (min(w.numel(), 20000),), generator=gen)]
+            mask = w.abs() >= sample.abs().quantile(1 - density)
+            bits = 8 if w.ndim == 4 else 5
+            codebook = torch.randn(2 ** bits, generator=gen)
+            if random_pruned_indices:
+                indices = torch.randint(2 ** bits, w.shape, generator=gen)
+            else:
+                indices = torch.zeros(w.shape, dtype=torch.int64)
+                indices[mask] = torch.randint(2 ** bits, (int(mask.sum()),), generator=gen)
+            layers[name] = q = QuantizedLayer(codebook, indices, mask, bits)
+            m.weight.data = q.weight()
+    others = {k: v for k, v in model.state_dict().items() if k.removesuffix(".weight") not in layers}
+    return layers, others
+
+
+def sparse_model(name, classes, channels, size, density, seed=0):
+    """A big model without dense random init: for iid random weights, magnitude pruning keeps a
+    uniformly random subset, so draw the survivors' positions directly (about 2x faster)."""
+    rng = np.random.default_rng(seed)
+    with torch.device("meta"):
+        model = models.create(name, classes, channels, size)
+    layers, state = {}, {}
+    weights = {f"{key}.weight" for key in models.compressible_layers(model)}
+    for key, t in model.state_dict().items():
+        if key not in weights:
+            state[key] = torch.from_numpy(rng.standard_normal(t.shape).astype(np.float32) * 0.1)
+    for key, m in models.compressible_layers(model).items():
+        shape, numel = tuple(m.weight.shape), m.weight.numel()
+        bits = 8 if len(shape) == 4 else 5
+        pos = np.sort(rng.integers(0, numel, max(1, round(density * numel))))
+        pos = pos[np.diff(pos, prepend=-1) > 0]
+        mask, idx = np.zeros(numel, dtype=bool), np.zeros(numel, dtype=np.int64)
+        mask[pos], idx[pos] = True, rng.integers(0, 2 ** bits, pos.size)
+        codebook = torch.from_numpy(rng.standard_normal(2 ** bits).astype(np.float32))
+        layers[key] = q = QuantizedLayer(codebook, torch.from_numpy(idx).view(shape),
+                                         torch.from_numpy(mask).view(shape), bits)
+        state[f"{key}.weight"] = q.weight()
+    model.load_state_dict(state, assign=True)
+    others = {k: v for k, v in state.items() if k.removesuffix(".weight") not in layers}
+    return model, layers, others
+
+
+def assert_same_layers(a: QuantizedLayer, b: QuantizedLayer):
+    assert a.bits == b.bits
+    assert torch.equal(a.codebook.view(torch.int32), b.codebook.view(torch.int32))  # bit for bit
+    assert torch.equal(a.mask, b.mask)
+    assert torch.equal(a.indices[a.mask], b.indices[b.mask])
+    assert not b.indices[~b.mask].any()  # pruned positions read back as index 0
+    assert b.indices.dtype == torch.int64 and b.mask.dtype == torch.bool
+    wa, wb = a.weight(), b.weight()
+    assert torch.equal(wa[a.mask].view(torch.int32), wb[b.mask].view(torch.int32))  # survivors: bits
+    if torch.isfinite(a.codebook).all():  # else codebook * False is NaN at pruned positions
+        assert torch.equal(wa, wb)
+
+
+def assert_same_model(original, loaded, layers, others, in_channels, size):
+    found, reference = models.compressible_layers(loaded), models.compressible_layers(original)
+    for name, q in layers.items():
+        w, exact = found[name].weight, reference[name].weight  # the original's weight is q.weight()
+        assert torch.equal(w, exact)
+        # bit for bit, but for the sign of zeros: pruned weights are +0.0, codebook[i] * False may be -0.0
+        assert bool(((w.view(torch.int32) == exact.view(torch.int32)) | (exact == 0)).all())
+    state = loaded.state_dict()
+    for key, t in others.items():
+        assert torch.equal(state[key], t) and state[key].dtype == t.dtype
+    original.eval(), loaded.eval()
+    x = torch.randn(2, in_channels, size, size, generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        assert torch.equal(original(x), loaded(x))
+
+
+@pytest.fixture(scope="module")
+def small_file():
+    """LeNet-300-100 with 3 classes, 3 % kept: a ~15 KB file for the exhaustive corruption tests."""
+    torch.manual_seed(0)
+    model = models.create("lenet300", 3, 1, 28)
+    layers, others = quantize(model, 0.03)
+    blob = F.encode_file(model.create_args, layers, others, {"class_names": ["a", "b", "c"]},
+                         sync_interval=64)  # many short lanes: every decode is quick
+    return model, layers, others, blob
+
+
+def split(blob):
+    hlen = struct.unpack("<I", blob[12:16])[0]
+    return json.loads(blob[16:16 + hlen]), bytearray(blob[20 + hlen:-8])
+
+
+def join(header, data, recrc=True):
+    """A file from a (possibly edited) header and data region, with every CRC made valid again."""
+    if recrc:
+        for sec in _sections(header):
+            sec["crc32"] = zlib.crc32(bytes(data[sec["offset"]:sec["offset"] + sec["length"]]))
+    h = json.dumps(header).encode()
+    head = F.MAGIC + struct.pack("<HHI", F.VERSION, 0, len(h)) + h
+    body = head + struct.pack("<I", zlib.crc32(head)) + bytes(data) + F.TRAILER
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def _sections(header):
+    for d in header.get("layers", []) if isinstance(header.get("layers"), list) else []:
+        yield d["codebook"]
+        for key in ("index", "gap"):
+            yield from (d[key][s] for s in ("lengths", "sync", "data"))
+    yield from header["tensors"]
+
+
+def edited(blob, edit):
+    header, data = split(blob)
+    edit(header, data)
+    return join(header, data)
+
+
+# ----------------------------------------------------------------------------- sparse layout
+def test_gap_layout_inserts_fillers_like_figure_2():
+    # 5-bit gaps: M = 31. Position 100 is 100 after the start (-1): three fillers (93), then 6.
+    symbols = F.gap_encode(np.array([100]), 5)
+    assert symbols.tolist() == [31, 31, 31, 7]
+    assert F.gap_decode(symbols, 5, 101, 1).tolist() == [100]
+
+
+@pytest.mark.parametrize("positions, g, numel", [
+    ([], 5, 10),                            # empty mask
+    (list(range(40)), 5, 40),               # full mask: all gaps 0
+    ([0], 3, 1), ([6], 3, 7), ([7], 3, 8), ([13], 3, 20), ([14], 3, 20),  # around M and 2M (M=7)
+    ([5000], 5, 6000),                      # first position far from 0: 161 fillers in a row
+    ([0, 31, 62, 93, 1000, 1001], 5, 1002),
+    ([0, 1, 2], 1, 3), ([3, 9], 1, 10),     # 1-bit gaps: every skipped position is a filler
+    ([70000], 16, 70001),
+])
+def test_gap_round_trip(positions, g, numel):
+    positions = np.array(positions, dtype=np.int64)
+    symbols = F.gap_encode(positions, g)
+    assert symbols.size == 0 or symbols.max() < 1 << g
+    np.testing.assert_array_equal(F.gap_decode(symbols, g, numel, positions.size), positions)
+
+
+def test_gap_round_trip_random_masks():
+    rng = np.random.default_rng(0)
+    for g in (2, 5, 8):
+        for density in (0.001, 0.05, 0.5, 0.99):
+            mask = rng.random(20000) < density
+            positions = np.flatnonzero(mask)
+            back = F.gap_decode(F.gap_encode(positions, g), g, mask.size, positions.size)
+            np.testing.assert_array_equal(back, positions)
+
+
+def test_gap_decode_rejects_what_encode_never_writes():
+    with pytest.raises(ValueError):
+        F.gap_decode(np.array([3, 31], dtype=np.uint16), 5, 100, 1)  # trailing filler
+    with pytest.raises(ValueError):
+        F.gap_decode(np.array([3, 4], dtype=np.uint16), 5, 100, 1)  # survivor count
+    with pytest.raises(ValueError):
+        F.gap_decode(np.array([31, 31, 31, 30], dtype=np.uint16), 5, 100, 1)  # past the end
+
+
+# ----------------------------------------------------------------------------- round trips
+def test_plain_data_round_trip_is_bit_exact(tmp_path):
+    gen = torch.Generator().manual_seed(1)
+    mask = torch.rand(7, 300, generator=gen) < 0.2
+    codebook = torch.tensor([-0.0, 0.0, float("nan"), -1.5, float("inf"), 1e-40], dtype=torch.float32)
+    layers = {
+        "fc": QuantizedLayer(codebook, torch.randint(6, (7, 300), generator=gen), mask, 3),
+        "empty": QuantizedLayer(torch.zeros(0), torch.zeros(4, 5, dtype=torch.int64),
+                                torch.zeros(4, 5, dtype=torch.bool), 2),
+        "full": QuantizedLayer(torch.tensor([0.5]), torch.zeros(2, 3, 3, 3, dtype=torch.int64),
+                               torch.ones(2, 3, 3, 3, dtype=torch.bool), 1),
+    }
+    others = {"b16": torch.randn(5, generator=gen).bfloat16(), "flag": torch.tensor([True, False]),
+              "steps": torch.tensor(7), "h": torch.randn(2, 2, generator=gen).half()}
+    path = tmp_path / "plain.dcz"
+    size = F.save_compressed(path, {"name": "x"}, layers, others, {"mean": [0.5], "std": [0.25]},
+                             gap_bits={"fc": 3})
+    assert size == path.stat().st_size
+    got = F.read_compressed(path)
+    assert got.create_args == {"name": "x"} and got.metadata == {"mean": [0.5], "std": [0.25]}
+    assert list(got.layers) == list(layers)
+    for name in ("fc", "full"):
+        assert_same_layers(layers[name], got.layers[name])
+    assert got.layers["empty"].codebook.numel() == 0 and not got.layers["empty"].mask.any()
+    for key, t in others.items():
+        assert t.dtype == got.other_tensors[key].dtype and torch.equal(t, got.other_tensors[key])
+    assert F.parse(path.read_bytes()).header["layers"][0]["gap_bits"] == 3
+
+
+@pytest.mark.parametrize("name", ["lenet300", "lenet5"])
+def test_lenet_round_trip(tmp_path, name):
+    torch.manual_seed(0)
+    model = models.create(name, 10, 1, 28)
+    layers, others = quantize(model, 0.08)
+    path = tmp_path / "m.dcz"
+    F.save_compressed(path, model.create_args, layers, others, {"class_names": [str(i) for i in range(10)]})
+    got = F.read_compressed(path)
+    for key, q in layers.items():
+        assert_same_layers(q, got.layers[key])
+    for quantized in (True, False):
+        loaded = F.load_compressed(path, quantized=quantized)
+        assert loaded.create_args == model.create_args and loaded.metadata["class_names"][0] == "0"
+        assert_same_model(model, loaded, layers, others, 1, 28)
+        first = next(iter(models.compressible_layers(loaded).values()))
+        assert (first.parametrizations.weight.original if quantized else first.weight).requires_grad
+
+
+@pytest.mark.parametrize("name, classes, size, density, quantized",
+                         [("alexnet", 23, 63, 0.05, True), ("vgg16", 23, 32, 0.02, False)])
+def test_big_round_trip(tmp_path, name, classes, size, density, quantized):
+    model, layers, others = sparse_model(name, classes, 3, size, density)
+    path = tmp_path / f"{name}.dcz"
+    F.save_compressed(path, model.create_args, layers, others, {})
+    # VGG16 through import_quantized would build 1 GB of int64 indices: the plain path keeps it quick
+    assert_same_model(model, F.load_compressed(path, quantized=quantized), layers, others, 3, size)
+    assert F.size_report(path)[-1]["compression_ratio"] > 30
+
+
+def test_quantized_model_save_and_load_through_the_package(tmp_path):
+    from helpers.quantization import quantize_model
+
+    torch.manual_seed(0)
+    model = models.create("lenet5", 10, 1, 28)
+    with torch.no_grad():
+        for m in models.compressible_layers(model).values():
+            m.weight.mul_(m.weight.abs() >= m.weight.abs().quantile(0.9))
+    quantize_model(model, conv_bits=8, fc_bits=5, seed=0)
+    path = tmp_path / "lenet5.dcz"
+    helpers.save_compressed(model, path, metadata={"image_size": 28})
+    loaded = helpers.load_compressed(path)
+    assert model.state_dict().keys() == loaded.state_dict().keys()
+    for (k, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
+        assert torch.equal(a, b), k
+    x = torch.randn(3, 1, 28, 28)
+    model.eval(), loaded.eval()
+    assert torch.equal(model(x), loaded(x))
+    assert loaded.metadata == {"image_size": 28}
+
+
+def test_size_report(small_file, tmp_path):
+    model, layers, others, blob = small_file
+    path = tmp_path / "s.dcz"
+    path.write_bytes(blob)
+    rows = F.size_report(path)
+    assert [r["layer"] for r in rows] == [*layers, "total"]
+    total = rows[-1]
+    assert total["file_bytes"] == len(blob)
+    assert total["dense_fp32_bytes"] == 4 * models.count_parameters(model)
+    assert total["compression_ratio"] == pytest.approx(total["dense_fp32_bytes"] / len(blob))
+    for r, q in zip(rows, layers.values()):
+        assert r["weights"] == q.mask.numel()
+        assert r["kept_pct"] == pytest.approx(100 * q.mask.sum().item() / q.mask.numel())
+        assert r["weight_bits_pq"] == q.bits and r["index_bits_pq"] == 5
+        assert 8 * r["index_entropy_bytes"] <= r["weight_bits_pqh"] * q.mask.sum().item()
+        assert 0 < r["compress_pqh_pct"] and r["compress_pq_pct"] < 100
+        if q.mask.sum() > 1000:  # code tables make Huffman a loss on a tiny layer
+            assert r["compress_pqh_pct"] < r["compress_pq_pct"]
+    same = ("layer", "weights", "kept_pct", "weight_bits_pq", "index_bits_pq", "compress_pq_pct",
+            "index_entropy_bytes", "gap_entropy_bytes")  # the fixture's sync interval is not the default
+    in_memory = F.size_report(layers, others)
+    assert [[r[k] for k in same] for r in rows[:-1]] == [[r[k] for k in same] for r in in_memory[:-1]]
+
+
+# ----------------------------------------------------------------------------- hostile files
+def test_every_truncation_raises(small_file):
+    blob = small_file[3]
+    assert len(blob) < 20000
+    F.parse(blob)
+    for n in range(len(blob)):
+        with pytest.raises(CompressedFileError):
+            F.parse(blob[:n])
+
+
+def test_every_bit_flip_in_the_first_kilobyte_raises(small_file):
+    blob = bytearray(small_file[3])
+    for i in range(1024 * 8):
+        blob[i // 8] ^= 1 << (i % 8)
+        with pytest.raises(CompressedFileError):
+            F.parse(bytes(blob))
+        blob[i // 8] ^= 1 << (i % 8)
+    rng = np.random.default_rng(0)
+    tail = range((len(blob) - 8) * 8, len(blob) * 8)  # the end marker and the file CRC
+    for i in [*tail, *rng.integers(1024 * 8, len(blob) * 8, 300)]:  # and a sample of the rest
+        blob[i // 8] ^= 1 << (i % 8)
+        with pytest.raises(CompressedFileError):
+            F.parse(bytes(blob))
+        blob[i // 8] ^= 1 << (i % 8)
+
+
+def test_damaged_data_with_valid_crcs_never_raises_anything_else(small_file):
+    """CRCs recomputed after each flip: the decoder's own checks must hold the line."""
+    header, data = split(small_file[3])
+    rng = np.random.default_rng(1)
+    outcomes = set()
+    for i in rng.integers(0, len(data) * 8, 200):
+        bad = bytearray(data)
+        bad[i // 8] ^= 1 << (i % 8)
+        try:
+            F.parse(join(json.loads(json.dumps(header)), bad))
+            outcomes.add("decoded")  # e.g. a flipped codebook value is still a valid file
+        except CompressedFileError:
+            outcomes.add("rejected")
+    assert "rejected" in outcomes
+
+
+def _set(path, value):
+    def edit(header, data):
+        obj = header
+        for key in path[:-1]:
+            obj = obj[key]
+        obj[path[-1]] = value
+    return edit
+
+
+HOSTILE = {
+    "10**12 gap symbols": _set(("layers", 0, "gap", "count"), 10 ** 12),
+    "10**12 index symbols": _set(("layers", 0, "index", "count"), 10 ** 12),
+    "more survivors than weights": _set(("layers", 0, "survivors"), 10 ** 9),
+    "huge shape": _set(("layers", 0, "shape"), [10 ** 6, 10 ** 6]),
+    "negative shape": _set(("layers", 0, "shape"), [-300, -784]),
+    "float shape": _set(("layers", 0, "shape"), [300.0, 784]),
+    "huge stream": _set(("layers", 0, "gap", "nbits"), 10 ** 15),
+    "negative offset": _set(("layers", 0, "codebook", "offset"), -4),
+    "huge length": _set(("layers", 1, "codebook", "length"), 10 ** 12),
+    "overlapping sections": _set(("layers", 1, "codebook", "offset"), 0),
+    "sync interval 0": _set(("sync_interval",), 0),
+    "sync interval huge": _set(("sync_interval",), 10 ** 9),
+    "bits 40": _set(("layers", 0, "bits"), 40),
+    "gap bits 0": _set(("layers", 0, "gap_bits"), 0),
+    "pairs on a big alphabet": _set(("layers", 0, "index", "pairs"), True),
+    "pickle dtype": _set(("tensors", 0, "dtype"), "object"),
+    "tensor shape": _set(("tensors", 0, "shape"), [10 ** 9]),
+    "layers not a list": _set(("layers",), {"a": 1}),
+    "no layers": lambda h, d: h.pop("layers"),
+    "wrong data size": _set(("data_bytes",), 5),
+    "unclaimed bytes": lambda h, d: (d.extend(bytes(4)), h.__setitem__("data_bytes", h["data_bytes"] + 4)),
+    "code lengths over the cap": lambda h, d: d.__setitem__(h["layers"][0]["gap"]["lengths"]["offset"], 17),
+    "over-full code": lambda h, d: d.__setitem__(slice(h["layers"][0]["gap"]["lengths"]["offset"],
+                                                       h["layers"][0]["gap"]["lengths"]["offset"] + 3), b"\1\1\1"),
+    "sync table": lambda h, d: d.__setitem__(h["layers"][0]["index"]["sync"]["offset"], 0),
+    "stream one bit short": lambda h, d: h["layers"][0]["index"].__setitem__("nbits", h["layers"][0]["index"]["nbits"] - 1),
+}
+
+
+@pytest.mark.parametrize("edit", list(HOSTILE.values()), ids=list(HOSTILE))
+def test_hostile_headers_with_valid_crcs_raise(small_file, edit):
+    with pytest.raises(CompressedFileError):
+        F.parse(edited(small_file[3], edit))
+
+
+def test_hostile_json_raises(small_file):
+    blob = small_file[3]
+    hlen = struct.unpack("<I", blob[12:16])[0]
+    text = blob[16:16 + hlen].decode()
+    for bad in ('{"data_bytes":0,' + text[1:],                     # duplicate key
+                text.replace('"metadata":{', '"metadata":{"x":NaN,'),  # NaN
+                text.replace('"metadata":{', '"metadata":{"x":' + "[" * 100000 + "]" * 100000 + ","),
+                text[:-1],                                          # cut short
+                "[]", '"deep-compression"', text.replace('"format":"deep-compression"', '"format":"x"')):
+        h = bad.encode()
+        head = F.MAGIC + struct.pack("<HHI", 1, 0, len(h)) + h
+        body = head + struct.pack("<I", zlib.crc32(head)) + blob[20 + hlen:-4]
+        with pytest.raises(CompressedFileError):
+            F.parse(body + struct.pack("<I", zlib.crc32(body)))
+
+
+@pytest.mark.parametrize("args", [{"name": "vgg16", "num_classes": 23, "pretrained": True},
+                                  {"name": "resnet50", "num_classes": 3},
+                                  {"name": "lenet300", "num_classes": 4, "in_channels": 1, "image_size": 28},
+                                  {"name": "lenet300", "num_classes": "3"}, {},
+                                  {"name": "lenet300", "num_classes": 10 ** 30},
+                                  {"name": "lenet300", "num_classes": 3, "image_size": 10 ** 5}])
+def test_model_mismatch_raises(small_file, tmp_path, args):
+    path = tmp_path / "m.dcz"
+    path.write_bytes(edited(small_file[3], _set(("create_args",), args)))
+    F.read_compressed(path)  # the plain data is fine ...
+    with pytest.raises(CompressedFileError):
+        F.load_compressed(path)  # ... it just is not that model
+
+
+def test_load_checks_tensor_shapes_and_coverage(small_file, tmp_path):
+    path = tmp_path / "m.dcz"
+    path.write_bytes(edited(small_file[3], _set(("tensors", 0, "name"), "classifier.9.bias")))
+    with pytest.raises(CompressedFileError, match="disagree"):
+        F.load_compressed(path)
+    path.write_bytes(edited(small_file[3], _set(("tensors", 0, "dtype"), "int32")))
+    with pytest.raises(CompressedFileError, match="wants"):
+        F.load_compressed(path)
+
+
+def test_foreign_files_raise(tmp_path):
+    checkpoint = io.BytesIO()
+    torch.save({"w": torch.zeros(3)}, checkpoint)
+    foreign = {"empty": b"", "png": b"\x89PNG\r\n\x1a\n" + bytes(100), "torch": checkpoint.getvalue(),
+               "random": np.random.default_rng(0).bytes(5000), "text": b"hello\n" * 100,
+               "magic only": F.MAGIC, "future version": F.MAGIC + struct.pack("<HHI", 2, 0, 2) + b"{}" + bytes(12)}
+    for name, data in foreign.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        for reader in (F.read_compressed, F.load_compressed, F.size_report):
+            with pytest.raises(CompressedFileError):
+                reader(path)
+
+
+def test_no_pickle_on_the_load_path():
+    source = inspect.getsource(F)
+    assert "import pickle" not in source and "pickle." not in source and "torch.load" not in source
+
+
+# ----------------------------------------------------------------------------- atomic writes
+def test_atomic_write_leaves_no_temp_file_and_keeps_the_old_file_on_failure(small_file, tmp_path, monkeypatch):
+    model, layers, others, blob = small_file
+    path = tmp_path / "model.dcz"
+    F.save_compressed(path, model.create_args, layers, others)
+    assert os.listdir(tmp_path) == ["model.dcz"]
+    before = path.read_bytes()
+
+    def boom(fd):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "fsync", boom)  # fails after the temp file is written
+    with pytest.raises(OSError):
+        F.save_compressed(path, model.create_args, layers, others, {"other": 1})
+    monkeypatch.undo()
+    with pytest.raises(ValueError):  # fails before anything is written
+        F.save_compressed(path, model.create_args, layers, {"x": torch.zeros(2, dtype=torch.complex64)})
+    assert os.listdir(tmp_path) == ["model.dcz"] and path.read_bytes() == before
