@@ -81,7 +81,7 @@ PROFILES = {
     "cpu": Profile(
         name="cpu",
         image_size=_per_model(32, 32, 64, 32),
-        epochs=_per_model(30, 30, 12, 4),
+        epochs=_per_model(30, 30, 25, 4),
         # AlexNet's step time is dominated by its 55M fc weights, so a large batch costs little more
         batch_size=_per_model(64, 64, 128, 32),
         lr=_per_model(0.05, 0.01, 0.02, 0.01),

@@ -225,3 +225,95 @@ def plot_rounds(rounds: list[dict], baseline: float, title="Accuracy through pru
     ax.legend()
     fig.tight_layout()
     return fig
+
+
+# ----------------------------------------------------------------------------- comparison (notebook 07)
+
+# Deep Compression, Table 1: compression rate of pruning + quantization + Huffman coding.
+PAPER_RATIOS = {"lenet300": 40, "lenet5": 39, "alexnet": 35, "vgg16": 49}
+
+
+def collect_metrics(run_dir) -> dict[str, dict]:
+    """Every ``<model>/metrics.json`` under a run folder, by model name."""
+    found = {}
+    for path in sorted(Path(run_dir).glob("*/metrics.json")):
+        metrics = json.loads(path.read_text())
+        found[metrics.get("model", path.parent.name)] = metrics
+    return found
+
+
+def stage_sizes(metrics: dict, size_report: list[dict] | None) -> dict[str, float]:
+    """Bytes per stage: measured where a file exists (fp32, int8, the .dcz), else computed.
+
+    ``pruned`` counts kept weights as fp32 values plus their fixed-width relative indices, and
+    ``quantized`` the P+Q column of the size report (indices at the layer's bits plus codebooks);
+    both add the fp32 biases. These two are sizes of a format, not of a file on disk.
+    """
+    stages = metrics.get("stages", {})
+    sizes = {k: stages[k]["size_bytes"] for k in ("baseline", "int8", "compressed")
+             if k in stages and "size_bytes" in stages[k]}
+    if size_report:
+        layers, total = size_report[:-1], size_report[-1]
+        biases = total.get("raw_tensor_bytes", 0)
+        dense_weight_bits = 32 * total["weights"]
+        sizes["quantized"] = total["compress_pq_pct"] / 100 * dense_weight_bits / 8 + biases
+        kept = sum(r["weights"] * r["kept_pct"] / 100 for r in layers)
+        gap_bits = sum(r["weights"] * r["kept_pct"] / 100 * r["index_bits_pq"] for r in layers)
+        sizes["pruned"] = (32 * kept + gap_bits) / 8 + biases
+    return sizes
+
+
+def stage_table(metrics: dict, size_report: list[dict] | None) -> list[dict]:
+    stages, sizes = metrics.get("stages", {}), stage_sizes(metrics, size_report)
+    dense = sizes.get("baseline")
+    rows = []
+    for stage in ("baseline", "int8", "pruned", "quantized", "compressed"):
+        if stage in stages:
+            size = sizes.get(stage)
+            rows.append({"stage": stage, "top1": stages[stage]["test_accuracy"],
+                         "top5": stages[stage].get("test_top5", float("nan")),
+                         "MB": size / 1e6 if size else float("nan"),
+                         "ratio": dense / size if size and dense else float("nan"),
+                         "size": "file" if stage in ("baseline", "int8", "compressed") else "computed"})
+    return rows
+
+
+def plot_pareto(tables: dict[str, list[dict]], title="Accuracy vs size"):
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for model, rows in tables.items():
+        rows = [r for r in rows if np.isfinite(r["MB"])]
+        line, = ax.plot([r["MB"] for r in rows], [r["top1"] for r in rows], "-", alpha=0.4)
+        for r in rows:
+            measured = r["size"] == "file"
+            ax.plot(r["MB"], r["top1"], "o" if measured else "s", color=line.get_color(),
+                    mfc=line.get_color() if measured else "none")
+            ax.annotate(r["stage"], (r["MB"], r["top1"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        line.set_label(model)
+    ax.set_xscale("log")
+    ax.set(xlabel="size (MB, log scale; hollow squares are computed format sizes)", ylabel="test top-1",
+           title=title)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_storage_breakdown(reports: dict[str, list[dict]]):
+    """Per layer: bytes of Huffman-coded weight indices vs relative positions (paper Fig. 11 style)."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(reports), figsize=(4.5 * len(reports), 3.6), squeeze=False)
+    for ax, (model, report) in zip(axes[0], reports.items()):
+        layers = report[:-1]
+        kept = [r["weights"] * r["kept_pct"] / 100 for r in layers]
+        weight_b = [k * r["weight_bits_pqh"] / 8 / 1e3 for k, r in zip(kept, layers)]
+        index_b = [k * r["index_bits_pqh"] / 8 / 1e3 for k, r in zip(kept, layers)]
+        x = np.arange(len(layers))
+        ax.bar(x, weight_b, label="weights (codebook indices)")
+        ax.bar(x, index_b, bottom=weight_b, label="sparse index (gaps)")
+        ax.set_xticks(x, [r["layer"] for r in layers], rotation=70, fontsize=7)
+        ax.set(ylabel="kB in the file", title=model)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
