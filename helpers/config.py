@@ -34,7 +34,7 @@ class Profile:
     # pruning (notebooks 03-04)
     sensitivity_sparsities: tuple = (0.5, 0.7, 0.8, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99)
     sensitivity_tolerance: float = 0.02              # accuracy a single layer's pruning may cost in the scan
-    target_kept: dict = field(default_factory=lambda: _per_model(0.075, 0.075, 0.10, 0.075))
+    target_kept: dict = field(default_factory=lambda: _per_model(0.075, 0.075, 0.08, 0.06))
     prune_rounds: int = 3                            # prune -> retrain rounds toward the targets
     retrain_epochs: dict = field(default_factory=lambda: _per_model(4, 4, 2, 1))  # per round
     retrain_lr_factor: float = 0.1                   # retraining lr = baseline lr x this (paper: lower lr)

@@ -317,3 +317,45 @@ def plot_storage_breakdown(reports: dict[str, list[dict]]):
         ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def markdown_table(rows: list[dict], formats: dict | None = None) -> str:
+    formats = formats or {}
+    if not rows:
+        return ""
+    cols = list(rows[0])
+    fmt = lambda c, v: formats[c].format(v) if c in formats and isinstance(v, (int, float)) else (
+        f"{v:,}" if isinstance(v, int) else f"{v:.4g}" if isinstance(v, float) else str(v))
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(fmt(c, r.get(c, "")) for c in cols) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    """``python -m helpers.reporting RUN_DIR``: the run's results as Markdown tables (for the README)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m helpers.reporting", description=main.__doc__)
+    parser.add_argument("run_dir")
+    parser.add_argument("--layers", nargs="*", default=[], help="models whose per-layer size table to print")
+    args = parser.parse_args(argv)
+    rows = []
+    for model, metrics in collect_metrics(args.run_dir).items():
+        report_path = Path(args.run_dir) / model / "size_report.json"
+        report = json.loads(report_path.read_text()) if report_path.exists() else None
+        for r in stage_table(metrics, report):
+            rows.append({"network": model, **r})
+    print(markdown_table(rows, {"top1": "{:.2%}", "top5": "{:.2%}", "MB": "{:.3f}", "ratio": "{:.1f}×"}))
+    for model in args.layers:
+        report = json.loads((Path(args.run_dir) / model / "size_report.json").read_text())
+        cols = ["layer", "weights", "kept_pct", "weight_bits_pq", "weight_bits_pqh", "index_bits_pq",
+                "index_bits_pqh", "compress_pq_pct", "compress_pqh_pct"]
+        print(f"\n{model}:\n")
+        print(markdown_table([{c: ("" if r.get(c) is None else r[c]) for c in cols} for r in report],
+                             {"kept_pct": "{:.1f}%", "weight_bits_pqh": "{:.2f}", "index_bits_pqh": "{:.2f}",
+                              "compress_pq_pct": "{:.2f}%", "compress_pqh_pct": "{:.2f}%"}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
