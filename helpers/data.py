@@ -177,9 +177,16 @@ class ImageListDataset(Dataset):
     def __init__(self, root, items, transform=None, mode="RGB", cache_side: int | None = None):
         self.root, self.items, self.transform, self.mode = Path(root), list(items), transform, mode
         self.targets = [label for _, label in self.items]
-        # Small profiles keep each decoded image, shrunk to ``cache_side``, in memory: decoding the
-        # JPEGs again every epoch would cost more than training a LeNet on them.
-        self.cache_side, self._cache = cache_side, {}
+        # Small profiles keep each decoded image in memory, already resized to ``cache_side`` exactly
+        # as the transforms' first step (Resize) would: decoding the JPEGs again every epoch costs
+        # more than training a LeNet on them, and the transform's own Resize is then a no-op copy,
+        # so cached and uncached loading give identical tensors.
+        self._cache = {}
+        self._resize = None
+        if cache_side:
+            from torchvision import transforms as T
+
+            self._resize = T.Resize(cache_side)
 
     def __len__(self):
         return len(self.items)
@@ -192,11 +199,8 @@ class ImageListDataset(Dataset):
                 # RGBA/palette/grayscale/MPO all go through convert; "P" with transparency needs RGBA first
                 img = img.convert("RGBA") if img.mode == "P" else img
                 img = img.convert(self.mode)
-            if self.cache_side:
-                scale = self.cache_side / min(img.size)
-                if scale < 1:
-                    img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))),
-                                     Image.BILINEAR, reducing_gap=2.0)
+            if self._resize is not None:
+                img = self._resize(img)
                 self._cache[i] = img
         return (self.transform(img) if self.transform else img), label
 
@@ -317,7 +321,7 @@ def load_splits(name: str, data_dir=None, image_size: int = 32, split_file=None,
         split = folder_split(root, split_file, seed)
         mean, std = mean or IMAGENET_MEAN, std or IMAGENET_STD
         parts = {k: _subset(split[k], per_class.get(k), seed) for k in ("train", "val", "test")}
-        cache_side = image_size + image_size // 8 if cache_images else None
+        cache_side = image_size if cache_images else None
         make = lambda k: ImageListDataset(root, parts[k], make_transforms(image_size, mean, std, k == "train"
                                                                          and augment), cache_side=cache_side)
         info = {"root": str(root), "skipped": split["skipped"], "duplicates": split["duplicates"]}

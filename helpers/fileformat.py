@@ -425,8 +425,9 @@ def load_compressed(path, map_location="cpu", quantized: bool = True, max_elemen
     """Rebuild the ``nn.Module`` of a compressed file through ``helpers.models.create``.
 
     ``quantized``: install the layers with ``helpers.quantization.import_quantized`` (weight =
-    ``codebook[indices] * mask``, the codebook trainable). False gives plain dense weights of the
-    same values, about 4x faster for VGG16: import_quantized takes dense int64 indices (1 GB).
+    ``codebook[indices] * mask``, the codebook trainable; the same state_dict as after
+    ``quantize_model``), straight from the survivors the file stores: no dense float weight or
+    int64 index tensor is built. False gives plain dense Parameters of the same values.
     The file's metadata becomes ``model.metadata``.
     """
     from . import models, quantization
@@ -454,11 +455,17 @@ def load_compressed(path, map_location="cpu", quantized: bool = True, max_elemen
               f"{expected[name].dtype} {tuple(expected[name].shape)}")
     if any(k not in expected for k, _ in model.named_buffers()):
         model = models.create(**args)  # non-persistent buffers need their real initialisation
+    # Everything is validated: now allocate. A quantized layer's weight is only a placeholder
+    # (uninitialised, its pages never touched) that import_quantized turns into the codebook.
     values = dict(p.tensors)
-    values.update({f"{n}.weight": s.dense() for n, s in p.layers.items()})
+    for n, s in p.layers.items():
+        values[f"{n}.weight"] = torch.empty(s.shape, dtype=torch.float32) if quantized else s.dense()
     model.load_state_dict(values, assign=True)  # replaces the meta tensors; Parameters stay Parameters
-    if quantized and hasattr(quantization, "import_quantized"):
-        quantization.import_quantized(model, {n: s.to_quantized() for n, s in p.layers.items()})
+    if quantized:
+        try:  # parse has checked the survivors; import_quantized checks them again, cheaply
+            quantization.import_quantized(model, p.layers)
+        except ValueError as exc:
+            raise CompressedFileError(f"cannot install the quantized layers: {exc}") from exc
     model.metadata = p.header["metadata"]
     return model.to(map_location)
 

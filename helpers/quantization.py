@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import io
+import math
 import operator
 import warnings
 from dataclasses import dataclass
@@ -32,15 +33,20 @@ class QuantizedLayer:
     """One layer's shared weights: ``weight == codebook[indices] * mask`` exactly.
 
     This is the interface between quantization and the compressed file format.
+
+    ``indices`` may have any integer dtype that holds ``0 .. k - 1`` (e.g. uint8 for k <= 256, as a
+    quantized layer's state_dict stores them); ``cluster_weight``, ``export_quantized`` and
+    ``helpers.fileformat.read_compressed`` return int64.
     """
 
     codebook: torch.Tensor  # float32, shape (k,), k <= 2**bits; the shared values (centroids)
-    indices: torch.Tensor   # int64, the weight's shape; index into codebook (ignored where mask is False)
+    indices: torch.Tensor   # integer (int64 as returned), the weight's shape; index into codebook (ignored where mask is False)
     mask: torch.Tensor      # bool, the weight's shape; True where the weight survived pruning
     bits: int               # index width the layer was clustered with
 
     def weight(self) -> torch.Tensor:
-        return self.codebook[self.indices] * self.mask
+        # .long(): a uint8 index tensor would otherwise be taken as a boolean mask
+        return self.codebook[self.indices.long()] * self.mask
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -188,6 +194,40 @@ def _index_dtype(k: int) -> torch.dtype:
     return torch.uint8 if k <= 256 else torch.int16 if k <= 32768 else torch.int32
 
 
+_NUMPY_INDEX = {torch.uint8: np.uint8, torch.int16: np.int16, torch.int32: np.int32}
+
+
+def _numpy(x) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def _from_survivors(shape, k, positions, labels):
+    """SharedWeight's buffers from the survivors alone: (indices, mask, positions or None, labels).
+
+    Checks what would otherwise fail late or silently: labels within the codebook, positions
+    strictly increasing inside the weight. The dense buffers are numpy zeros (calloc'd), so only
+    the pages holding survivors are ever written: a 1 %-dense fc6 costs no full pass over 100M
+    entries. (numpy's scatter and int64 casts are also several times faster than torch's here.)
+    """
+    n = math.prod(shape)
+    pos, lab = _numpy(positions), _numpy(labels)
+    if (pos.ndim != 1 or lab.shape != pos.shape or pos.dtype.kind not in "iu" or lab.dtype.kind not in "iu"):
+        raise ValueError(f"survivors must be two 1-D integer arrays of equal length, got positions "
+                         f"{pos.dtype} {pos.shape} and labels {lab.dtype} {lab.shape}.")
+    if pos.size:
+        if lab.min() < 0 or lab.max() >= k:
+            raise ValueError(f"a survivor's label is outside the codebook of {k} entries.")
+        if pos[0] < 0 or pos[-1] >= n or (pos.size > 1 and not (pos[1:] > pos[:-1]).all()):
+            raise ValueError(f"survivor positions must be strictly increasing in [0, {n}).")
+    indices = np.zeros(n, dtype=_NUMPY_INDEX[_index_dtype(k)])
+    mask = np.zeros(n, dtype=bool)
+    indices[pos] = lab
+    mask[pos] = True
+    return (torch.from_numpy(indices).view(shape), torch.from_numpy(mask).view(shape),
+            None if pos.size == n else torch.from_numpy(pos.astype(np.int64)),  # astype copies
+            torch.from_numpy(lab.astype(np.int64)))
+
+
 class SharedWeight(nn.Module):
     """Parametrization ``codebook -> codebook[indices] * mask`` registered with ``unsafe=True``.
 
@@ -195,23 +235,29 @@ class SharedWeight(nn.Module):
     ``register_parametrization``, so ``parametrizations.weight.original`` IS the (k,) codebook and
     no stale dense copy is kept, trained or saved. The parameter object is reused (``set_``), so
     build the optimizer after quantizing. Assigning ``module.weight = ...`` later is refused.
+
+    ``q``: a ``QuantizedLayer``, or a survivors-only layer (see ``import_quantized``). With
+    ``positions, labels`` (the flat positions of the surviving weights and their codebook indices),
+    or for a survivors-only layer, the buffers are built from the survivors and ``q.indices`` /
+    ``q.mask`` are not read: no pass over the dense index tensor.
     """
 
-    def __init__(self, q: QuantizedLayer, positions=None, labels=None):
+    def __init__(self, q, positions=None, labels=None):
         super().__init__()
-        dtype = _index_dtype(q.codebook.numel())
+        k = q.codebook.numel() if isinstance(q.codebook, torch.Tensor) else np.size(q.codebook)
+        if labels is None and not isinstance(q, QuantizedLayer):
+            positions, labels = q.positions, q.indices
         if labels is None:
-            indices = q.indices.to(dtype) * q.mask
-        else:  # survivors already known (fresh clustering): skip passes over the dense index tensor
-            indices = torch.zeros(q.mask.numel(), dtype=dtype).index_put_((positions,), labels.to(dtype))
-            positions = None if positions.numel() == q.mask.numel() else positions
-        self.register_buffer("indices", indices.view(q.mask.shape))
-        self.register_buffer("mask", q.mask.clone())
+            indices, mask = q.indices.to(_index_dtype(k)) * q.mask, q.mask.clone()
+        else:
+            indices, mask, positions, labels = _from_survivors(_layer_shape(q), k, positions, labels)
+        self.register_buffer("indices", indices)
+        self.register_buffer("mask", mask)
         self.register_buffer("bits", torch.tensor(int(q.bits)))
         # Derived, not saved: flat positions of survivors and their int64 labels (rebuilt after load).
         self.register_buffer("_positions", positions, persistent=False)
         self.register_buffer("_labels", labels, persistent=False)
-        self._pending = q.codebook.detach().clone()
+        self._pending = torch.as_tensor(q.codebook).detach().clone()
 
     def right_inverse(self, weight):
         if self._pending is None:
@@ -264,9 +310,13 @@ def _bake_weight(module: nn.Module) -> None:
     module.weight = nn.Parameter(weight)
 
 
-def _install(module: nn.Module, q: QuantizedLayer, positions=None, labels=None) -> None:
-    if tuple(q.mask.shape) != tuple(module.weight.shape):
-        raise ValueError(f"Quantized layer has shape {tuple(q.mask.shape)}, the module's weight "
+def _layer_shape(q) -> tuple:
+    return tuple(q.mask.shape) if isinstance(q, QuantizedLayer) else tuple(q.shape)
+
+
+def _install(module: nn.Module, q, positions=None, labels=None) -> None:
+    if _layer_shape(q) != tuple(module.weight.shape):
+        raise ValueError(f"Quantized layer has shape {_layer_shape(q)}, the module's weight "
                          f"{tuple(module.weight.shape)}.")
     _bake_weight(module)
     shared = SharedWeight(q, positions, labels).to(module.weight.device)
@@ -329,8 +379,19 @@ def export_quantized(model: nn.Module) -> dict[str, QuantizedLayer]:
     return out
 
 
-def import_quantized(model: nn.Module, layers: dict[str, QuantizedLayer]) -> nn.Module:
-    """Install ``layers`` (from ``export_quantized`` or a file) so weights match bit for bit."""
+def import_quantized(model: nn.Module, layers: dict) -> nn.Module:
+    """Install ``layers`` (from ``export_quantized`` or a file) so weights match bit for bit.
+
+    A value is a ``QuantizedLayer`` or a survivors-only layer: any object with ``shape``, ``bits``,
+    ``codebook`` (k,) float32, ``positions`` (flat C-order positions of the surviving weights,
+    strictly increasing) and ``indices`` (each survivor's codebook index), arrays or tensors of any
+    integer dtype, as ``helpers.fileformat.SparseLayer`` holds them. The latter installs straight
+    from the survivors: no dense int64 indices are built and no dense tensor is scanned. Either
+    way the model copies what it keeps; the weight is +0.0 at pruned positions.
+
+    The module's current weight supplies only shape, dtype, device and the Parameter object that
+    becomes the codebook, so it may be uninitialised (``torch.empty``).
+    """
     targets = _targets(model, list(layers))
     for name, q in layers.items():
         _install(targets[name], q)
@@ -344,8 +405,8 @@ def load_quantized_state_dict(model: nn.Module, state_dict: dict, strict: bool =
     for key in state_dict:
         if key.endswith(suffix):
             p = key[: -len(suffix)] + ".parametrizations.weight."
-            layers[key[: -len(suffix)]] = QuantizedLayer(
-                state_dict[p + "original"], state_dict[key].long(), state_dict[p + "0.mask"],
+            layers[key[: -len(suffix)]] = QuantizedLayer(  # indices as stored: compact, no int64 copy
+                state_dict[p + "original"], state_dict[key], state_dict[p + "0.mask"],
                 int(state_dict[p + "0.bits"]))
     import_quantized(model, layers)
     return model.load_state_dict(state_dict, strict=strict)

@@ -112,3 +112,13 @@ def test_digits_offline_and_unknown_dataset():
     assert splits.train[0][0].shape == (1, 8, 8)
     with pytest.raises(ValueError, match="Unknown dataset"):
         data.load_splits("imagenet")
+
+
+def test_cached_images_give_the_same_tensors_as_uncached(messy_folder, tmp_path):
+    kwargs = dict(image_size=12, split_file=tmp_path / "split.json", augment=False)
+    plain = data.load_splits("folder", messy_folder, **kwargs)
+    cached = data.load_splits("folder", messy_folder, cache_images=True, **kwargs)
+    for part in ("train", "val", "test"):
+        a, b = getattr(plain, part), getattr(cached, part)
+        for i in range(len(a)):
+            assert torch.equal(a[i][0], b[i][0]) and torch.equal(a[i][0], b[i][0])  # second read: from cache

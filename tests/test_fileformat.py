@@ -10,6 +10,7 @@ import zlib
 import numpy as np
 import pytest
 import torch
+from torch.nn.utils import parametrize
 
 import helpers
 from helpers import fileformat as F
@@ -228,15 +229,118 @@ def test_lenet_round_trip(tmp_path, name):
         assert (first.parametrizations.weight.original if quantized else first.weight).requires_grad
 
 
-@pytest.mark.parametrize("name, classes, size, density, quantized",
-                         [("alexnet", 23, 63, 0.05, True), ("vgg16", 23, 32, 0.02, False)])
-def test_big_round_trip(tmp_path, name, classes, size, density, quantized):
+@pytest.mark.parametrize("name, classes, size, density, paths",
+                         [("alexnet", 23, 63, 0.05, (True,)), ("vgg16", 23, 32, 0.02, (True, False))])
+def test_big_round_trip(tmp_path, name, classes, size, density, paths):
     model, layers, others = sparse_model(name, classes, 3, size, density)
     path = tmp_path / f"{name}.dcz"
     F.save_compressed(path, model.create_args, layers, others, {})
-    # VGG16 through import_quantized would build 1 GB of int64 indices: the plain path keeps it quick
-    assert_same_model(model, F.load_compressed(path, quantized=quantized), layers, others, 3, size)
+    for quantized in paths:  # the quantized path installs from the survivors: no dense int64 indices
+        assert_same_model(model, F.load_compressed(path, quantized=quantized), layers, others, 3, size)
     assert F.size_report(path)[-1]["compression_ratio"] > 30
+
+
+def bits_of(t):
+    """A tensor's bytes, for bit-for-bit comparison of any dtype (signed zeros and NaNs included)."""
+    return t.detach().reshape(-1).contiguous().view(torch.uint8)
+
+
+def assert_identical_models(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    assert list(sa) == list(sb)
+    for key in sa:
+        assert sa[key].dtype == sb[key].dtype and sa[key].shape == sb[key].shape, key
+        assert torch.equal(bits_of(sa[key]), bits_of(sb[key])), key
+    for (name, m), n in zip(models.compressible_layers(a).items(), models.compressible_layers(b).values()):
+        assert torch.equal(bits_of(m.weight), bits_of(n.weight)), name
+    a.eval(), b.eval()
+    x = torch.randn(3, 1, 28, 28, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        assert torch.equal(bits_of(a(x)), bits_of(b(x)))
+
+
+def test_quantized_load_from_survivors_equals_the_dense_path_bit_for_bit(tmp_path, monkeypatch):
+    from helpers.quantization import import_quantized
+
+    torch.manual_seed(0)
+    model = models.create("lenet5", 10, 1, 28)
+    layers, others = quantize(model, 0.1)
+    layers["features.0"].codebook[3] = float("nan")  # unusual values survive bit for bit
+    layers["classifier.3"].codebook[1] = -0.0
+    path = tmp_path / "m.dcz"
+    F.save_compressed(path, model.create_args, layers, others, {"image_size": 28})
+    # the dense path: plain weights, then import_quantized of dense int64 QuantizedLayers
+    got = F.read_compressed(path)
+    slow = models.create(**got.create_args)
+    slow.load_state_dict({**got.other_tensors, **{f"{n}.weight": q.weight() for n, q in got.layers.items()}})
+    import_quantized(slow, got.layers)
+
+    def refuse(*args):
+        raise AssertionError("the quantized load path built a dense tensor")
+
+    monkeypatch.setattr(F.SparseLayer, "dense", refuse)
+    monkeypatch.setattr(F.SparseLayer, "to_quantized", refuse)
+    fast = F.load_compressed(path)
+    monkeypatch.undo()
+    assert_identical_models(fast, slow)
+    for (name, m), n in zip(models.compressible_layers(fast).items(), models.compressible_layers(slow).values()):
+        w, mask = m.weight, layers[name].mask
+        assert not bits_of(w[~mask]).any(), name  # +0.0 where pruned
+        assert torch.equal(bits_of(w[mask]), bits_of(layers[name].weight()[mask])), name
+        positions, labels = m.parametrizations.weight[0].survivors()
+        n.parametrizations.weight[0]._labels = None  # recompute the slow model's from its buffers
+        assert all(torch.equal(u, v) for u, v in zip((positions, labels), n.parametrizations.weight[0].survivors()))
+        assert labels.dtype == torch.int64 and m.parametrizations.weight.original.requires_grad
+    assert fast.metadata == {"image_size": 28}
+    plain = F.load_compressed(path, quantized=False)
+    for name, m in models.compressible_layers(plain).items():
+        assert not parametrize.is_parametrized(m) and torch.equal(m.weight, models.compressible_layers(fast)[name].weight)
+
+
+def test_a_loaded_model_fine_tunes_and_saves_to_identical_files(tmp_path):
+    from helpers.quantization import export_quantized, load_quantized_state_dict, quantize_model
+
+    torch.manual_seed(0)
+    model = models.create("lenet5", 10, 1, 28)
+    with torch.no_grad():
+        for m in models.compressible_layers(model).values():
+            m.weight.mul_(m.weight.abs() >= m.weight.abs().quantile(0.8))
+    quantize_model(model, conv_bits=8, fc_bits=5, seed=0)
+    first, again = tmp_path / "first.dcz", tmp_path / "again.dcz"
+    helpers.save_compressed(model, first, metadata={"image_size": 28})
+    loaded = F.load_compressed(first)
+    assert loaded.state_dict().keys() == model.state_dict().keys()
+    helpers.save_compressed(loaded, again, metadata=loaded.metadata)
+    assert again.read_bytes() == first.read_bytes()
+
+    zeros = {n: m.weight.detach() == 0 for n, m in models.compressible_layers(loaded).items()}
+    before = {n: q.codebook.clone() for n, q in export_quantized(loaded).items()}
+    opt = torch.optim.SGD(loaded.parameters(), lr=0.05, momentum=0.9)
+    x, y = torch.randn(16, 1, 28, 28), torch.randint(0, 10, (16,))
+    loaded.train()
+    for _ in range(3):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(loaded(x), y).backward()
+        for name, m in models.compressible_layers(loaded).items():
+            assert m.parametrizations.weight.original.grad.abs().sum() > 0, name
+        opt.step()
+    after = export_quantized(loaded)
+    assert all(not torch.equal(before[n], after[n].codebook) for n in before)
+    for name, m in models.compressible_layers(loaded).items():
+        assert torch.equal(m.weight.detach() == 0, zeros[name]), name  # pruned weights stay pruned
+
+    tuned, retuned = tmp_path / "tuned.dcz", tmp_path / "retuned.dcz"
+    helpers.save_compressed(loaded, tuned, metadata=loaded.metadata)
+    reloaded = F.load_compressed(tuned)
+    assert_identical_models(reloaded, loaded)
+    helpers.save_compressed(reloaded, retuned, metadata=reloaded.metadata)
+    assert retuned.read_bytes() == tuned.read_bytes()
+    buf = io.BytesIO()  # and the torch checkpoint route
+    torch.save(reloaded.state_dict(), buf)
+    buf.seek(0)
+    fresh = models.create("lenet5", 10, 1, 28)
+    load_quantized_state_dict(fresh, torch.load(buf, weights_only=True))
+    assert_identical_models(fresh, loaded)
 
 
 def test_quantized_model_save_and_load_through_the_package(tmp_path):
