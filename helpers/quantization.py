@@ -40,7 +40,7 @@ class QuantizedLayer:
     """
 
     codebook: torch.Tensor  # float32, shape (k,), k <= 2**bits; the shared values (centroids)
-    indices: torch.Tensor   # integer (int64 as returned), the weight's shape; index into codebook (ignored where mask is False)
+    indices: torch.Tensor   # integer, the weight's shape; index into codebook (ignored where mask is False)
     mask: torch.Tensor      # bool, the weight's shape; True where the weight survived pruning
     bits: int               # index width the layer was clustered with
 
@@ -211,7 +211,7 @@ def _from_survivors(shape, k, positions, labels):
     """
     n = math.prod(shape)
     pos, lab = _numpy(positions), _numpy(labels)
-    if (pos.ndim != 1 or lab.shape != pos.shape or pos.dtype.kind not in "iu" or lab.dtype.kind not in "iu"):
+    if pos.ndim != 1 or lab.shape != pos.shape or pos.dtype.kind not in "iu" or lab.dtype.kind not in "iu":
         raise ValueError(f"survivors must be two 1-D integer arrays of equal length, got positions "
                          f"{pos.dtype} {pos.shape} and labels {lab.dtype} {lab.shape}.")
     if pos.size:

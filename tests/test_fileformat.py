@@ -283,18 +283,21 @@ def test_quantized_load_from_survivors_equals_the_dense_path_bit_for_bit(tmp_pat
     fast = F.load_compressed(path)
     monkeypatch.undo()
     assert_identical_models(fast, slow)
-    for (name, m), n in zip(models.compressible_layers(fast).items(), models.compressible_layers(slow).values()):
+    fast_layers, slow_layers = models.compressible_layers(fast), models.compressible_layers(slow)
+    for (name, m), n in zip(fast_layers.items(), slow_layers.values()):
         w, mask = m.weight, layers[name].mask
         assert not bits_of(w[~mask]).any(), name  # +0.0 where pruned
         assert torch.equal(bits_of(w[mask]), bits_of(layers[name].weight()[mask])), name
         positions, labels = m.parametrizations.weight[0].survivors()
         n.parametrizations.weight[0]._labels = None  # recompute the slow model's from its buffers
-        assert all(torch.equal(u, v) for u, v in zip((positions, labels), n.parametrizations.weight[0].survivors()))
+        recomputed = n.parametrizations.weight[0].survivors()
+        assert torch.equal(positions, recomputed[0]) and torch.equal(labels, recomputed[1]), name
         assert labels.dtype == torch.int64 and m.parametrizations.weight.original.requires_grad
     assert fast.metadata == {"image_size": 28}
     plain = F.load_compressed(path, quantized=False)
     for name, m in models.compressible_layers(plain).items():
-        assert not parametrize.is_parametrized(m) and torch.equal(m.weight, models.compressible_layers(fast)[name].weight)
+        assert not parametrize.is_parametrized(m)
+        assert torch.equal(m.weight, models.compressible_layers(fast)[name].weight), name
 
 
 def test_a_loaded_model_fine_tunes_and_saves_to_identical_files(tmp_path):

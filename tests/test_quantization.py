@@ -188,6 +188,59 @@ def test_vgg16_layer_shapes_cluster_within_bits():
         assert torch.equal(layer.weight, wq), name
 
 
+def test_import_takes_compact_indices_and_survivors_only_layers():
+    from types import SimpleNamespace
+
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(40, 30, generator=g) * (torch.rand(40, 30, generator=g) < 0.3)
+    q = cluster_weight(w, 3)
+    compact = QuantizedLayer(q.codebook, q.indices.to(torch.uint8), q.mask, q.bits)  # any integer dtype
+    assert torch.equal(compact.weight(), q.weight())  # not taken as a boolean mask
+    positions = q.mask.reshape(-1).nonzero().squeeze(1)
+    survivors = SimpleNamespace(shape=(40, 30), bits=3, codebook=q.codebook.numpy(),  # as the file holds it
+                                positions=positions.int().numpy(),
+                                indices=q.indices.reshape(-1)[positions].numpy().astype(np.uint16))
+    reference = nn.Sequential(nn.Linear(30, 40))
+    import_quantized(reference, {"0": q})
+    for layer in (compact, survivors):
+        model = nn.Sequential(nn.Linear(30, 40))
+        with torch.no_grad():
+            model[0].weight.fill_(float("nan"))  # only its shape, dtype and device matter
+            model[0].bias.copy_(reference[0].bias)
+        import_quantized(model, {"0": layer})
+        got, want = model.state_dict(), reference.state_dict()
+        assert list(got) == list(want)
+        for key in want:
+            assert got[key].dtype == want[key].dtype and torch.equal(got[key], want[key]), key
+        assert torch.equal(model[0].weight.view(torch.int32), reference[0].weight.view(torch.int32))
+        assert all(torch.equal(a, b) for a, b in zip(model[0].parametrizations.weight[0].survivors(),
+                                                      reference[0].parametrizations.weight[0].survivors()))
+        x = torch.randn(5, 30, generator=g)
+        model(x).sum().backward()
+        assert model[0].parametrizations.weight.original.grad.abs().sum() > 0
+    # nothing pruned, and everything pruned
+    for pos in (np.arange(6), np.zeros(0, dtype=np.int64)):
+        model = nn.Sequential(nn.Linear(3, 2))
+        layer = SimpleNamespace(shape=(2, 3), bits=1, codebook=np.array([0.5, -1.0], np.float32),
+                                positions=pos, indices=pos % 2)
+        import_quantized(model, {"0": layer})
+        expected = torch.zeros(6) if pos.size == 0 else torch.tensor([0.5, -1.0] * 3)
+        assert torch.equal(model[0].weight.reshape(-1), expected)
+    # survivors are checked, not trusted
+    bad = {"label outside": (np.array([0, 2]), np.array([1, 2])),
+           "unsorted": (np.array([4, 1]), np.array([0, 1])), "repeated": (np.array([1, 1]), np.array([0, 1])),
+           "past the end": (np.array([1, 6]), np.array([0, 1])),
+           "negative": (np.array([-1, 2]), np.array([0, 1])),
+           "lengths": (np.array([1, 2]), np.array([0])), "float": (np.array([1.0, 2.0]), np.array([0, 1]))}
+    for name, (pos, lab) in bad.items():
+        layer = SimpleNamespace(shape=(2, 3), bits=1, codebook=np.array([0.5, -1.0], np.float32),
+                                positions=pos, indices=lab)
+        with pytest.raises(ValueError):
+            import_quantized(nn.Sequential(nn.Linear(3, 2)), {"0": layer})
+    with pytest.raises(ValueError, match="shape"):
+        import_quantized(nn.Sequential(nn.Linear(3, 3)), {"0": layer})
+
+
 # --------------------------------------------------------------------------------- model level
 
 @pytest.mark.parametrize("name,size,channels", [("lenet300", 28, 1), ("lenet5", 28, 1)])
