@@ -13,6 +13,13 @@ streams, each Huffman-coded with its own canonical code (``helpers.huffman``):
 * index stream: the codebook index of each survivor. Pruned weights have no index; the reader
   returns index 0 there (and the weight +0.0, as ``import_quantized`` computes it).
 
+The codebook stored is the used part only: entries no survivor uses are dropped and the indices
+renumbered, the kept entries in their order with their exact float32 bits, so every weight is
+unchanged (a layer without survivors keeps its first entry, so ``codebook[0]`` stays valid). A
+loaded layer so has k <= 2**bits entries; ``bits`` stays the width the layer was clustered with.
+Saving a loaded model again writes the same bytes. (k-means with linear init leaves the centroids
+inside the pruning gap empty: LeNet-5's conv layers use 152 and 168 of 256, so this saves 0.8 KB.)
+
 A stream dominated by one symbol (p > 1/2: the fillers of a 1 %-dense fc layer) is coded as pairs
 of symbols when that is smaller, code table included: a symbol code cannot spend under 1 bit on a
 symbol, which cost 7.7 % on VGG16's fc6 gaps, 0.4 % with pairs.
@@ -20,17 +27,25 @@ symbol, which cost 7.7 % on VGG16's fc6 gaps, 0.4 % with pairs.
 File layout (all integers little-endian)::
 
     0   8 B  magic  b"\\x89DCZ\\r\\n\\x1a\\n"  (PNG-style: detects text-mode mangling)
-    8   2 B  format version (1);  10  2 B  reserved, 0;  12  4 B  H = header length
-    16  H B  header, UTF-8 JSON: create_args, metadata (class_names, image_size, mean, std, ...),
-             sync_interval, data_bytes, per layer its name, shape, bits, gap_bits, survivors and
-             sections, per stream its symbol count, bit length and whether it is coded in
-             pairs, per raw tensor its name, dtype and shape
+    8   2 B  format version (2);  10  2 B  reserved, 0;  12  4 B  H = header length
+    16  H B  header: a zlib stream (level 9) of compact UTF-8 JSON: create_args, metadata
+             (class_names, image_size, mean, std, ...), sync_interval, data_bytes, per layer its
+             name, shape, bits, gap_bits, survivors and sections, per stream its symbol count,
+             bit length, whether it is coded in pairs and its code-length width, per raw tensor
+             its name, dtype and shape. Inflated to at most MAX_HEADER_BYTES - 1 bytes: a longer
+             one (a zlib bomb) is refused without inflating the rest.
     16+H     4 B  CRC32 of bytes [0, 16 + H)
     20+H     data region: sections back to back; every section is {offset (from the data region's
-             start), length, crc32}. Per layer: codebook (float32), and per stream: code lengths
-             (uint8 per symbol), sync table (uint16 lane lengths), bits (LSB-first). Raw tensors
-             (biases, ...) in their dtype from an allowlist.
+             start), length, crc32}. Per layer: codebook (float32, used entries), and per stream:
+             code lengths (``huffman.pack_lengths``: 4 bits per symbol up to the last used one,
+             or 8 bits when a code is 16 bits long; the stream's ``length_bits`` says which),
+             sync table (uint16 lane lengths), bits (LSB-first). Raw tensors (biases, ...) in
+             their dtype from an allowlist.
     end-8    b"DCZE" + CRC32 of everything before it.
+
+Version 1 (read, never written) differs only in that its header is plain JSON and its code-length
+tables are one byte per symbol (and its codebooks may hold unused entries). The JSON of a LeNet-5
+header deflates about 3x (3.3 KB -> 1.1 KB): class names and the repeated section keys.
 
 Reading trusts nothing: every length, offset, count and shape is checked against the file size and
 the header before anything is allocated, and any damage raises ``CompressedFileError``. Nothing
@@ -53,9 +68,10 @@ from . import huffman
 
 MAGIC = b"\x89DCZ\r\n\x1a\n"
 TRAILER = b"DCZE"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
 EXTENSION = ".dcz"
-MAX_HEADER_BYTES = 64 << 20
+MAX_HEADER_BYTES = 64 << 20  # the header, compressed and inflated
 MAX_ELEMENTS = 1 << 28  # dense weights the plain reader may rebuild; VGG16 has 1.4e8 parameters
 DEFAULT_GAP_BITS = {"conv": 8, "fc": 5}
 CREATE_KEYS = {"name", "num_classes", "in_channels", "image_size"}  # never 'pretrained': no downloads
@@ -133,6 +149,21 @@ class SparseLayer:
             raise ValueError("a surviving weight's index is outside the codebook")
         return cls(tuple(q.mask.shape), int(q.bits), codebook, positions, indices.astype(np.int64))
 
+    def used_part(self) -> "SparseLayer":
+        """The same weights with only the codebook entries a survivor uses, indices renumbered.
+
+        Kept entries keep their order and float32 bits. No survivors: the first entry alone (if
+        any), so index 0, which the reader gives pruned positions, still has a value.
+        """
+        used = np.bincount(self.indices, minlength=self.codebook.size).astype(bool)
+        if not self.indices.size:
+            used[:1] = True
+        if used.all():
+            return self
+        renumber = np.cumsum(used) - 1
+        return SparseLayer(self.shape, self.bits, self.codebook[used], self.positions,
+                           renumber[self.indices])
+
     def dense(self) -> torch.Tensor:
         """The weight: codebook values at survivors, +0.0 elsewhere.
 
@@ -178,13 +209,14 @@ def encode_file(create_args, layers, other_tensors=None, metadata=None, *, gap_b
         coded, pairs = _choose_coding(symbols, alphabet)
         lengths = huffman.code_lengths(np.bincount(coded)) if coded.size else np.zeros(0, np.uint8)
         enc = huffman.encode(coded, lengths, sync_interval)
-        return {"count": int(symbols.size), "pairs": pairs, "nbits": enc.nbits,
-                "lengths": add(lengths.tobytes()), "sync": add(enc.chunk_bits.astype("<u2").tobytes()),
+        table, width = huffman.pack_lengths(lengths)
+        return {"count": int(symbols.size), "pairs": pairs, "nbits": enc.nbits, "length_bits": width,
+                "lengths": add(table), "sync": add(enc.chunk_bits.astype("<u2").tobytes()),
                 "data": add(enc.data)}
 
     out_layers = []
     for name, q in layers.items():
-        s = SparseLayer.from_quantized(q)
+        s = SparseLayer.from_quantized(q).used_part()
         g = gap_bits.get(name) if isinstance(gap_bits, dict) else gap_bits
         g = default_gap_bits(s.shape) if g is None else g
         if type(g) is not int or not 1 <= g <= 16:
@@ -207,7 +239,11 @@ def encode_file(create_args, layers, other_tensors=None, metadata=None, *, gap_b
               "metadata": dict(metadata or {}), "sync_interval": sync_interval, "data_bytes": size,
               "layers": out_layers, "tensors": out_tensors}
     hjson = json.dumps(header, separators=(",", ":"), allow_nan=False).encode("utf-8")
-    head = MAGIC + struct.pack("<HHI", VERSION, 0, len(hjson)) + hjson
+    if len(hjson) >= MAX_HEADER_BYTES:
+        raise ValueError(f"header of {len(hjson)} bytes (metadata too large?): "
+                         f"the limit is {MAX_HEADER_BYTES}")
+    hzip = zlib.compress(hjson, 9)
+    head = MAGIC + struct.pack("<HHI", VERSION, 0, len(hzip)) + hzip
     body = b"".join([head, struct.pack("<I", zlib.crc32(head)), *sections, TRAILER])
     return body + struct.pack("<I", zlib.crc32(body))
 
@@ -219,10 +255,12 @@ def _choose_coding(symbols, alphabet):
     counts = np.bincount(symbols)
     if counts.max() * 2 < symbols.size:  # no symbol above p = 1/2: pairs gain little, skip the work
         return symbols, False
-    single = huffman.coded_bits(counts, huffman.code_lengths(counts)) + 8 * counts.size
+    lengths = huffman.code_lengths(counts)
+    single = huffman.coded_bits(counts, lengths) + 8 * huffman.table_bytes(lengths)
     paired = huffman.pair_up(symbols, alphabet)
     pcounts = np.bincount(paired)
-    double = huffman.coded_bits(pcounts, huffman.code_lengths(pcounts)) + 8 * pcounts.size
+    plengths = huffman.code_lengths(pcounts)
+    double = huffman.coded_bits(pcounts, plengths) + 8 * huffman.table_bytes(plengths)
     return (paired, True) if double < single else (symbols, False)
 
 
@@ -272,6 +310,20 @@ def _section(d, key, where, buf, start, data_bytes, used, length=None):
     return data, start + off
 
 
+def _inflate_header(data: bytes) -> bytes:
+    """The JSON of a version-2 header; never inflates more than MAX_HEADER_BYTES (zlib bombs)."""
+    inflater = zlib.decompressobj()
+    try:
+        text = inflater.decompress(data, MAX_HEADER_BYTES)
+    except zlib.error as exc:
+        raise CompressedFileError(f"header is not valid zlib data: {exc}") from exc
+    _need(not inflater.unconsumed_tail and len(text) < MAX_HEADER_BYTES,
+          f"header inflates to {MAX_HEADER_BYTES} bytes or more: refused")
+    _need(inflater.eof and not inflater.unused_data,
+          "header's zlib stream is cut short or followed by stray bytes")
+    return text
+
+
 def _unique_dict(pairs):
     keys = [k for k, _ in pairs]
     _need(len(keys) == len(set(keys)), "header repeats a key")
@@ -306,13 +358,17 @@ def _parse(buf, max_elements) -> Parsed:
     size = len(buf)
     _need(size >= 16 and bytes(buf[:8]) == MAGIC, "not a Deep Compression file (bad magic bytes)")
     version, reserved, hlen = struct.unpack("<HHI", buf[8:16])
-    _need(version == VERSION, f"unsupported format version {version} (this reader knows {VERSION})")
+    _need(version in READABLE_VERSIONS, f"unsupported format version {version} (this reader knows "
+          f"{', '.join(map(str, READABLE_VERSIONS))}): written by a newer version of this code?")
     _need(reserved == 0 and hlen <= MAX_HEADER_BYTES, "corrupt fixed header")
     _need(size >= 28 + hlen, f"file truncated: {size} bytes cannot hold a {hlen}-byte header")
     _need(struct.unpack("<I", buf[16 + hlen:20 + hlen])[0] == zlib.crc32(buf[:16 + hlen]),
           "header fails its CRC32")
+    text = bytes(buf[16:16 + hlen])
+    if version >= 2:
+        text = _inflate_header(text)
     try:
-        header = json.loads(bytes(buf[16:16 + hlen]).decode("utf-8"), object_pairs_hook=_unique_dict,
+        header = json.loads(text.decode("utf-8"), object_pairs_hook=_unique_dict,
                             parse_constant=_bad_constant)
     except (ValueError, RecursionError) as exc:
         raise CompressedFileError(f"header is not valid JSON: {exc}") from exc
@@ -356,14 +412,19 @@ def _parse(buf, max_elements) -> Parsed:
             _need(type(pairs) is bool and (not pairs or alphabet <= 256), f"{w}: bad 'pairs' flag")
             coded = (count + 1) // 2 if pairs else count
             nbits = _int(s, "nbits", 0, 8 * data_bytes, w)
-            lengths, _ = _section(s, "lengths", w, buf, start, data_bytes, used)
-            _need(len(lengths) <= alphabet ** (1 + pairs) and (count == 0) == (len(lengths) == 0),
+            width = 8 if version == 1 else _int(s, "length_bits", 4, 8, w)
+            _need(width in (4, 8), f"{w}: code lengths are 4 or 8 bits wide, not {width}")
+            table, _ = _section(s, "lengths", w, buf, start, data_bytes, used)
+            table_size = alphabet ** (1 + pairs)
+            _need(len(table) <= -(-table_size * width // 8) and (count == 0) == (len(table) == 0),
                   f"{w}: bad code-length table")
+            lengths = huffman.unpack_lengths(table, width)  # at most table_size + 1 entries
+            _need(not lengths[table_size:].any(), f"{w}: code-length table pads with a nonzero entry")
             lanes = huffman.lane_layout(coded, sync)[0]
             chunks, _ = _section(s, "sync", w, buf, start, data_bytes, used, 2 * max(lanes - 1, 0))
             data, at = _section(s, "data", w, buf, start, data_bytes, used, (nbits + 7) // 8)
             _need(nbits % 8 == 0 or data[-1] >> (nbits % 8) == 0, f"{w}: nonzero padding bits")
-            specs.append(huffman.Stream(8 * at, nbits, coded, np.frombuffer(lengths, dtype=np.uint8),
+            specs.append(huffman.Stream(8 * at, nbits, coded, lengths[:table_size],
                                         np.frombuffer(chunks, dtype="<u2").astype(np.int64)))
             pairing.append((alphabet, count) if pairs else None)
         metas.append((d["name"], tuple(shape), bits, g, n, codebook))
@@ -481,10 +542,12 @@ def size_report(path_or_layers, other_tensors=None, *, gap_bits=None) -> list[di
     ``path_or_layers``: a file, or a dict name -> QuantizedLayer (then sized as it would be saved).
     Per layer: weights, kept_pct; weight_bits (P+Q: the index width; P+Q+H: Huffman index-stream
     bits per survivor); index_bits (P+Q: the gap width; P+Q+H: Huffman gap-stream bits, fillers
-    included, per survivor); compress_pct (P+Q: survivors * bits + gap entries * gap_bits + fp32
-    codebook; P+Q+H: the layer's bytes in the file incl. code tables) as % of the dense fp32
-    weight; the order-0 entropy bound of each stream in bytes. The total row adds the file size,
-    the dense fp32 size of all parameters (weights and biases) and their ratio.
+    included, per survivor); compress_pct (P+Q: survivors * bits + gap entries * gap_bits + the
+    fp32 codebook as stored, used entries only; P+Q+H: the layer's bytes in the file: codebook,
+    code-length and sync tables, streams) as % of the dense fp32 weight; the order-0 entropy
+    bound of each stream in bytes. The total row adds the file size, the dense fp32 size of all
+    parameters (weights and biases) and their ratio; header_bytes is everything outside the data
+    region (fixed header, compressed JSON, CRCs, trailer).
     """
     if isinstance(path_or_layers, dict):
         blob = encode_file({}, path_or_layers, other_tensors, None, gap_bits=gap_bits)

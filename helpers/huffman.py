@@ -1,9 +1,10 @@
 """Canonical, length-limited Huffman coding with numpy (paper section 4, stage three).
 
-A code is described by its code-length table alone (one uint8 per symbol, 0 = unused): codes are
+A code is described by its code-length table alone (one length per symbol, 0 = unused): codes are
 assigned canonically (shorter codes first, ties by symbol value, as in DEFLATE), so a file stores
-lengths, never trees. Bits are packed LSB-first, codes bit-reversed, as in DEFLATE: the decoder
-then reads every window with one little-endian load.
+lengths, never trees (``pack_lengths``: 4 bits a length when all are at most 15, else 8). Bits are
+packed LSB-first, codes bit-reversed, as in DEFLATE: the decoder then reads every window with one
+little-endian load.
 
 Lengths are capped at ``MAX_CODE_LEN`` = 16 bits by the length-limiting procedure of the JPEG
 standard (Annex K.2, "Adjust_BITS"): overlong leaves are paired up and hoisted under a shorter
@@ -118,6 +119,42 @@ def canonical_codes(lengths: np.ndarray) -> np.ndarray:
     start = np.concatenate(([0], np.cumsum(span)[:-1]))
     codes[order] = (start >> (MAX_CODE_LEN - ln)).astype(np.uint32)
     return codes
+
+
+# ----------------------------------------------------------------------------- code-length tables
+def pack_lengths(lengths: np.ndarray) -> tuple[bytes, int]:
+    """A code-length table as stored: ``(bytes, width)``, width 4 or 8 bits per entry.
+
+    4 bits (two entries a byte, the even entry in the low nibble, a zero nibble pads an odd
+    count) whenever every length is at most 15, the usual case; else one byte an entry. Lengths
+    are stored as they are, 0 = unused symbol: no offset, so every table packs the same way.
+    """
+    lengths = np.asarray(lengths, dtype=np.uint8).reshape(-1)
+    if lengths.size and int(lengths.max()) > 15:
+        return lengths.tobytes(), 8
+    even = np.zeros(lengths.size + lengths.size % 2, dtype=np.uint8)
+    even[: lengths.size] = lengths
+    return (even[0::2] | (even[1::2] << 4)).tobytes(), 4
+
+
+def unpack_lengths(data, width: int) -> np.ndarray:
+    """Inverse of ``pack_lengths``: uint8 lengths, 2 * len(data) of them for width 4 (so an odd
+    table comes back with its zero padding entry: an unused symbol, harmless)."""
+    raw = np.frombuffer(data, dtype=np.uint8)
+    if width == 8:
+        return raw.copy()
+    if width != 4:
+        raise ValueError(f"code-length tables are 4 or 8 bits per entry, not {width}")
+    out = np.empty(2 * raw.size, dtype=np.uint8)
+    np.bitwise_and(raw, 15, out=out[0::2])
+    np.right_shift(raw, 4, out=out[1::2])
+    return out
+
+
+def table_bytes(lengths: np.ndarray) -> int:
+    """Bytes ``pack_lengths`` stores for this table."""
+    lengths = np.asarray(lengths)
+    return lengths.size if lengths.size and int(lengths.max()) > 15 else (lengths.size + 1) // 2
 
 
 def entropy_bits(counts) -> float:

@@ -69,11 +69,19 @@ def sparse_model(name, classes, channels, size, density, seed=0):
     return model, layers, others
 
 
+def used_entries(q: QuantizedLayer) -> torch.Tensor:
+    """The codebook entries a file keeps, in order: those a survivor uses (none used: the first)."""
+    if q.mask.any():
+        return torch.unique(q.indices[q.mask].long())
+    return torch.arange(min(1, q.codebook.numel()))
+
+
 def assert_same_layers(a: QuantizedLayer, b: QuantizedLayer):
-    assert a.bits == b.bits
-    assert torch.equal(a.codebook.view(torch.int32), b.codebook.view(torch.int32))  # bit for bit
+    assert a.bits == b.bits  # the clustering width, even where the stored codebook is smaller
+    used = used_entries(a)
+    assert torch.equal(a.codebook[used].view(torch.int32), b.codebook.view(torch.int32))  # bit for bit
     assert torch.equal(a.mask, b.mask)
-    assert torch.equal(a.indices[a.mask], b.indices[b.mask])
+    assert torch.equal(used[b.indices[b.mask]], a.indices[a.mask].long())  # renumbered, same entries
     assert not b.indices[~b.mask].any()  # pruned positions read back as index 0
     assert b.indices.dtype == torch.int64 and b.mask.dtype == torch.bool
     wa, wb = a.weight(), b.weight()
@@ -111,7 +119,15 @@ def small_file():
 
 def split(blob):
     hlen = struct.unpack("<I", blob[12:16])[0]
-    return json.loads(blob[16:16 + hlen]), bytearray(blob[20 + hlen:-8])
+    return json.loads(zlib.decompress(blob[16:16 + hlen])), bytearray(blob[20 + hlen:-8])
+
+
+def frame(header_bytes, data, version=F.VERSION):
+    """A file from raw header bytes (as stored: compressed for version 2) and a data region,
+    with the header and file CRCs made valid."""
+    head = F.MAGIC + struct.pack("<HHI", version, 0, len(header_bytes)) + header_bytes
+    body = head + struct.pack("<I", zlib.crc32(head)) + bytes(data) + F.TRAILER
+    return body + struct.pack("<I", zlib.crc32(body))
 
 
 def join(header, data, recrc=True):
@@ -119,10 +135,7 @@ def join(header, data, recrc=True):
     if recrc:
         for sec in _sections(header):
             sec["crc32"] = zlib.crc32(bytes(data[sec["offset"]:sec["offset"] + sec["length"]]))
-    h = json.dumps(header).encode()
-    head = F.MAGIC + struct.pack("<HHI", F.VERSION, 0, len(h)) + h
-    body = head + struct.pack("<I", zlib.crc32(head)) + bytes(data) + F.TRAILER
-    return body + struct.pack("<I", zlib.crc32(body))
+    return frame(zlib.compress(json.dumps(header).encode(), 9), data)
 
 
 def _sections(header):
@@ -359,8 +372,19 @@ def test_quantized_model_save_and_load_through_the_package(tmp_path):
     helpers.save_compressed(model, path, metadata={"image_size": 28})
     loaded = helpers.load_compressed(path)
     assert model.state_dict().keys() == loaded.state_dict().keys()
+    renumbered = (".parametrizations.weight.original", ".parametrizations.weight.0.indices")
     for (k, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
-        assert torch.equal(a, b), k
+        if not k.endswith(renumbered):  # codebooks lose their unused entries, indices follow
+            assert torch.equal(a, b), k
+    from helpers.quantization import export_quantized
+
+    ours, theirs = export_quantized(model), export_quantized(loaded)
+    assert list(ours) == list(theirs)
+    for name, q in ours.items():
+        assert_same_layers(q, theirs[name])
+        assert torch.equal(models.compressible_layers(model)[name].weight,
+                           models.compressible_layers(loaded)[name].weight), name
+    assert any(theirs[n].codebook.numel() < q.codebook.numel() for n, q in ours.items())
     x = torch.randn(3, 1, 28, 28)
     model.eval(), loaded.eval()
     assert torch.equal(model(x), loaded(x))
@@ -385,6 +409,16 @@ def test_size_report(small_file, tmp_path):
         assert 0 < r["compress_pqh_pct"] and r["compress_pq_pct"] < 100
         if q.mask.sum() > 1000:  # code tables make Huffman a loss on a tiny layer
             assert r["compress_pqh_pct"] < r["compress_pq_pct"]
+    # every byte is accounted for: layers as stored, raw tensors, and the header and framing
+    assert sum(r["stored_bytes"] for r in rows[:-1]) + total["raw_tensor_bytes"] + total["header_bytes"] \
+        == len(blob)
+    header = F.parse(blob).header
+    for r, d in zip(rows, header["layers"]):
+        cb = d["codebook"]["length"]  # the stored codebook (used entries), in both columns
+        assert r["stored_bytes"] == cb + sum(d[k][s]["length"] for k in ("index", "gap")
+                                             for s in ("lengths", "sync", "data"))
+        assert r["compress_pq_pct"] * 32 * r["weights"] / 100 == pytest.approx(
+            d["survivors"] * d["bits"] + d["gap"]["count"] * d["gap_bits"] + 8 * cb)
     same = ("layer", "weights", "kept_pct", "weight_bits_pq", "index_bits_pq", "compress_pq_pct",
             "index_entropy_bytes", "gap_entropy_bytes")  # the fixture's sync interval is not the default
     in_memory = F.size_report(layers, others)
@@ -464,7 +498,10 @@ HOSTILE = {
     "no layers": lambda h, d: h.pop("layers"),
     "wrong data size": _set(("data_bytes",), 5),
     "unclaimed bytes": lambda h, d: (d.extend(bytes(4)), h.__setitem__("data_bytes", h["data_bytes"] + 4)),
-    "code lengths over the cap": lambda h, d: d.__setitem__(h["layers"][0]["gap"]["lengths"]["offset"], 17),
+    "code lengths over the cap": lambda h, d: (h["layers"][0]["gap"].__setitem__("length_bits", 8),
+                                               d.__setitem__(h["layers"][0]["gap"]["lengths"]["offset"], 17)),
+    "code lengths 5 bits wide": _set(("layers", 0, "gap", "length_bits"), 5),
+    "code-length width missing": lambda h, d: h["layers"][0]["index"].pop("length_bits"),
     "over-full code": lambda h, d: d.__setitem__(slice(h["layers"][0]["gap"]["lengths"]["offset"],
                                                        h["layers"][0]["gap"]["lengths"]["offset"] + 3), b"\1\1\1"),
     "sync table": lambda h, d: d.__setitem__(h["layers"][0]["index"]["sync"]["offset"], 0),
@@ -478,20 +515,198 @@ def test_hostile_headers_with_valid_crcs_raise(small_file, edit):
         F.parse(edited(small_file[3], edit))
 
 
-def test_hostile_json_raises(small_file):
+@pytest.mark.parametrize("version", [1, 2])
+def test_hostile_json_raises(small_file, version):
     blob = small_file[3]
     hlen = struct.unpack("<I", blob[12:16])[0]
-    text = blob[16:16 + hlen].decode()
+    text = zlib.decompress(blob[16:16 + hlen]).decode()
+    data = blob[20 + hlen:-8]
+    assert F.parse(frame(zlib.compress(text.encode()), data)).header["layers"]  # the frame is right
     for bad in ('{"data_bytes":0,' + text[1:],                     # duplicate key
                 text.replace('"metadata":{', '"metadata":{"x":NaN,'),  # NaN
                 text.replace('"metadata":{', '"metadata":{"x":' + "[" * 100000 + "]" * 100000 + ","),
                 text[:-1],                                          # cut short
-                "[]", '"deep-compression"', text.replace('"format":"deep-compression"', '"format":"x"')):
-        h = bad.encode()
-        head = F.MAGIC + struct.pack("<HHI", 1, 0, len(h)) + h
-        body = head + struct.pack("<I", zlib.crc32(head)) + blob[20 + hlen:-4]
+                "[]", '"deep-compression"', text.replace('"format":"deep-compression"', '"format":"x"'),
+                text.replace('"format"', '"\udcff"').encode("utf-8", "surrogatepass")):  # not UTF-8
+        h = bad if isinstance(bad, bytes) else bad.encode()
         with pytest.raises(CompressedFileError):
-            F.parse(body + struct.pack("<I", zlib.crc32(body)))
+            F.parse(frame(zlib.compress(h) if version == 2 else h, data, version))
+
+
+def test_header_is_compact_deflated_json(small_file):
+    blob = small_file[3]
+    version, _, hlen = struct.unpack("<HHI", blob[8:16])
+    text = zlib.decompress(blob[16:16 + hlen])
+    assert version == F.VERSION == 2 and hlen < len(text) / 2
+    assert text == json.dumps(json.loads(text), separators=(",", ":")).encode()  # no spaces
+
+
+def bomb(size, prefix=b"{"):
+    """A zlib stream inflating to ``prefix`` + ``size`` spaces (valid JSON whitespace, so only the
+    size limit can refuse it), deflated in 1 MiB pieces: 1000x smaller than its output."""
+    z, chunk, out = zlib.compressobj(9), b" " * (1 << 20), [b""]
+    out.append(z.compress(prefix))
+    for _ in range(size >> 20):
+        out.append(z.compress(chunk))
+    out.append(z.compress(b" " * (size % (1 << 20))))
+    return b"".join(out) + z.flush()
+
+
+def test_a_header_inflating_past_the_limit_is_refused(small_file, monkeypatch):
+    import tracemalloc
+
+    blob = small_file[3]
+    hlen = struct.unpack("<I", blob[12:16])[0]
+    text, data = zlib.decompress(blob[16:16 + hlen]), blob[20 + hlen:-8]
+    padded = lambda n: frame(zlib.compress(text[:1] + b" " * n + text[1:]), data)  # noqa: E731
+    # with the real limit: a header 64 MiB of JSON whitespace long
+    with pytest.raises(CompressedFileError, match="inflates"):
+        F.parse(frame(bomb(F.MAX_HEADER_BYTES), data))
+    # at a small limit: up to the limit is fine, one byte more is not
+    monkeypatch.setattr(F, "MAX_HEADER_BYTES", len(text) + 100)
+    F.parse(padded(99))
+    with pytest.raises(CompressedFileError, match="inflates"):
+        F.parse(padded(100))
+    # a bomb 256x the limit is refused having inflated no more than the limit
+    monkeypatch.setattr(F, "MAX_HEADER_BYTES", 1 << 18)
+    bad = frame(bomb(64 << 20), data)
+    tracemalloc.start()
+    try:
+        with pytest.raises(CompressedFileError, match="inflates"):
+            F.parse(bad)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < len(bad) + 4 * (1 << 18)
+
+
+def test_a_header_that_is_not_one_whole_zlib_stream_is_refused(small_file):
+    blob = small_file[3]
+    hlen = struct.unpack("<I", blob[12:16])[0]
+    packed, data = blob[16:16 + hlen], blob[20 + hlen:-8]
+    rng = np.random.default_rng(2)
+    bad_checksum = bytearray(packed)
+    bad_checksum[-1] ^= 1
+    for garbage in (rng.bytes(hlen), rng.bytes(7), b"", b"\x78", bytes(hlen),
+                    packed[:-1], packed[:len(packed) // 2],   # cut short
+                    packed + b"\0", packed + packed,          # stray bytes after the stream
+                    bytes(bad_checksum),                      # its adler32 fails
+                    zlib.decompress(packed)):                 # plain JSON in a version-2 file
+        with pytest.raises(CompressedFileError):
+            F.parse(frame(garbage, data))  # header and file CRCs valid: only the inflater objects
+
+
+# A version-1 file (plain JSON header, byte-per-symbol code tables, all 8 codebook entries though
+# two are unused) written by the version-1 writer: a 4x6 layer, bits 3, gap bits 3, and a bias.
+V1_FILE = (
+    "iURDWg0KGgoBAAAA5gIAAHsiZm9ybWF0IjoiZGVlcC1jb21wcmVzc2lvbiIsInZlcnNpb24iOjEsImNyZWF0ZV9hcmdzIjp7"
+    "Im5hbWUiOiJ4In0sIm1ldGFkYXRhIjp7ImsiOlsxLDJdfSwic3luY19pbnRlcnZhbCI6MjA0OCwiZGF0YV9ieXRlcyI6NjUs"
+    "ImxheWVycyI6W3sibmFtZSI6ImZjIiwic2hhcGUiOls0LDZdLCJiaXRzIjozLCJnYXBfYml0cyI6Mywic3Vydml2b3JzIjo4"
+    "LCJjb2RlYm9vayI6eyJvZmZzZXQiOjAsImxlbmd0aCI6MzIsImNyYzMyIjo3NTczMjM4Njh9LCJpbmRleCI6eyJjb3VudCI6"
+    "OCwicGFpcnMiOmZhbHNlLCJuYml0cyI6MjAsImxlbmd0aHMiOnsib2Zmc2V0IjozMiwibGVuZ3RoIjo3LCJjcmMzMiI6Nzk2"
+    "MDUwNjg4fSwic3luYyI6eyJvZmZzZXQiOjM5LCJsZW5ndGgiOjAsImNyYzMyIjowfSwiZGF0YSI6eyJvZmZzZXQiOjM5LCJs"
+    "ZW5ndGgiOjMsImNyYzMyIjoxNjk4ODQ4ODAxfX0sImdhcCI6eyJjb3VudCI6OCwicGFpcnMiOmZhbHNlLCJuYml0cyI6MTUs"
+    "Imxlbmd0aHMiOnsib2Zmc2V0Ijo0MiwibGVuZ3RoIjo1LCJjcmMzMiI6MTM3OTYxOTc4OH0sInN5bmMiOnsib2Zmc2V0Ijo0"
+    "NywibGVuZ3RoIjowLCJjcmMzMiI6MH0sImRhdGEiOnsib2Zmc2V0Ijo0NywibGVuZ3RoIjoyLCJjcmMzMiI6NDAwODQ5MjIx"
+    "M319fV0sInRlbnNvcnMiOlt7Im5hbWUiOiJmYy5iaWFzIiwiZHR5cGUiOiJmbG9hdDMyIiwic2hhcGUiOls0XSwib2Zmc2V0"
+    "Ijo0OSwibGVuZ3RoIjoxNiwiY3JjMzIiOjEyOTI5ODY0MjR9XX0HLm4/AADAvwAAgL4AAAAAAAAAPwAAAEAAAMB/AABQQAAA"
+    "AIACAwADAgMDVFwOAQADAgOmdAAAAD4AAADAAADgQG8SgzpEQ1pFQFOC+A==")
+
+
+def v1_layer():
+    codebook = torch.tensor([-1.5, -0.25, 0.0, 0.5, 2.0, float("nan"), 3.25, -0.0])
+    indices = torch.tensor([[0, 1, 2, 3, 4, 5], [6, 7, 0, 1, 2, 3], [4, 5, 6, 7, 0, 1], [2, 3, 4, 5, 6, 7]])
+    mask = torch.tensor([[1, 0, 0, 1, 1, 0], [0, 0, 1, 0, 0, 0], [1, 1, 0, 0, 0, 1], [0, 0, 0, 0, 1, 0]],
+                        dtype=torch.bool)
+    return QuantizedLayer(codebook, indices, mask, 3)
+
+
+def test_version_1_files_still_read_and_rewrite_as_version_2(tmp_path):
+    import base64
+
+    blob = base64.b64decode(V1_FILE)
+    assert struct.unpack("<H", blob[8:10])[0] == 1
+    path = tmp_path / "v1.dcz"
+    path.write_bytes(blob)
+    got = F.read_compressed(path)
+    q = v1_layer()
+    assert got.create_args == {"name": "x"} and got.metadata == {"k": [1, 2]}
+    assert torch.equal(got.layers["fc"].codebook.view(torch.int32), q.codebook.view(torch.int32))  # as stored
+    assert torch.equal(got.layers["fc"].mask, q.mask) and got.layers["fc"].bits == 3
+    assert torch.equal(got.layers["fc"].indices[q.mask], q.indices[q.mask])
+    assert torch.equal(got.other_tensors["fc.bias"], torch.tensor([0.125, -2.0, 7.0, 1e-3]))
+    again = tmp_path / "v2.dcz"
+    F.save_compressed(again, got.create_args, got.layers, got.other_tensors, got.metadata, gap_bits=3)
+    assert again.stat().st_size < len(blob)
+    new = F.read_compressed(again)
+    assert_same_layers(q, new.layers["fc"])
+    assert new.layers["fc"].codebook.numel() == 6  # 0.0 and -0.0 (entries 2 and 7) were unused
+    with pytest.raises(CompressedFileError, match="version 3"):
+        F.parse(blob[:8] + struct.pack("<H", 3) + blob[10:])
+
+
+def test_unused_codebook_entries_are_dropped_and_weights_kept_bit_for_bit(tmp_path):
+    gen = torch.Generator().manual_seed(3)
+    codebook = torch.randn(256, generator=gen)
+    codebook[[7, 200]] = torch.tensor([float("nan"), -0.0])
+    mask = torch.rand(20, 3, 5, 5, generator=gen) < 0.1
+    indices = torch.tensor([3, 7, 200, 255])[torch.randint(4, mask.shape, generator=gen)]
+    layers = {"conv": QuantizedLayer(codebook, indices, mask, 8),
+              "pruned": QuantizedLayer(torch.tensor([0.5, 1.0]), torch.ones(3, 4, dtype=torch.int64),
+                                       torch.zeros(3, 4, dtype=torch.bool), 4),
+              "nothing": QuantizedLayer(torch.zeros(0), torch.zeros(2, 2, dtype=torch.int64),
+                                        torch.zeros(2, 2, dtype=torch.bool), 1)}
+    path = tmp_path / "c.dcz"
+    F.save_compressed(path, {"name": "x"}, layers, {}, {})
+    header = F.parse(path.read_bytes()).header
+    assert [d["codebook"]["length"] for d in header["layers"]] == [16, 4, 0]
+    assert [d["bits"] for d in header["layers"]] == [8, 4, 1]
+    got = F.read_compressed(path)
+    for name in ("conv", "pruned"):
+        assert_same_layers(layers[name], got.layers[name])
+    assert got.layers["pruned"].codebook.tolist() == [0.5]  # index 0 still has a value
+    assert got.layers["nothing"].codebook.numel() == 0 and not got.layers["nothing"].mask.any()
+    assert torch.equal(got.layers["pruned"].weight(), torch.zeros(3, 4))
+    # a read layer is already compact: saving it again writes the same bytes
+    again = tmp_path / "again.dcz"
+    F.save_compressed(again, {"name": "x"}, got.layers, {}, {})
+    assert again.read_bytes() == path.read_bytes()
+
+
+def test_code_length_tables_are_4_bit_unless_a_code_is_16_bits_long(tmp_path):
+    fib = [1, 1]
+    while len(fib) < 18:
+        fib.append(fib[-1] + fib[-2])
+    skew = torch.from_numpy(np.random.default_rng(0).permutation(np.repeat(np.arange(18), fib)))
+    n = skew.numel()  # 6764 survivors; Huffman would give 17-bit codes, the cap makes them 16
+    full = lambda *shape: torch.ones(shape, dtype=torch.bool)  # noqa: E731
+    layers = {"skew": QuantizedLayer(torch.randn(18), skew.view(76, 89), full(76, 89), 5),
+              "odd": QuantizedLayer(torch.tensor([1.0, 2.0, 3.0]), torch.arange(300).remainder(3).view(10, 30),
+                                    full(10, 30), 2)}
+    assert n == 76 * 89
+    blob = F.encode_file({}, layers)
+    p = F.parse(blob)
+    skew_d, odd_d = p.header["layers"]
+    assert skew_d["index"]["length_bits"] == 8 and skew_d["index"]["lengths"]["length"] == 18
+    assert odd_d["index"]["length_bits"] == 4 and odd_d["index"]["lengths"]["length"] == 2  # 3 entries + pad
+    assert skew_d["gap"]["length_bits"] == 4 and skew_d["gap"]["lengths"]["length"] == 1  # all gaps 0
+    path = tmp_path / "t.dcz"
+    path.write_bytes(blob)
+    got = F.read_compressed(path)
+    for name, q in layers.items():
+        assert_same_layers(q, got.layers[name])
+
+    def pad(h, d):  # the odd table's padding entry (symbol 3 of a 3-entry codebook) set to 1
+        d[h["layers"][1]["index"]["lengths"]["offset"] + 1] |= 0x10
+
+    with pytest.raises(CompressedFileError, match="pads"):
+        F.parse(edited(blob, pad))
+
+    def over_cap(h, d):  # an 8-bit table may say 17
+        d[h["layers"][0]["index"]["lengths"]["offset"]] = 17
+
+    with pytest.raises(CompressedFileError):
+        F.parse(edited(blob, over_cap))
 
 
 @pytest.mark.parametrize("args", [{"name": "vgg16", "num_classes": 23, "pretrained": True},
@@ -523,7 +738,7 @@ def test_foreign_files_raise(tmp_path):
     torch.save({"w": torch.zeros(3)}, checkpoint)
     foreign = {"empty": b"", "png": b"\x89PNG\r\n\x1a\n" + bytes(100), "torch": checkpoint.getvalue(),
                "random": np.random.default_rng(0).bytes(5000), "text": b"hello\n" * 100,
-               "magic only": F.MAGIC, "future version": F.MAGIC + struct.pack("<HHI", 2, 0, 2) + b"{}" + bytes(12)}
+               "magic only": F.MAGIC, "future version": F.MAGIC + struct.pack("<HHI", 3, 0, 2) + b"{}" + bytes(12)}
     for name, data in foreign.items():
         path = tmp_path / name
         path.write_bytes(data)

@@ -199,3 +199,23 @@ def test_decode_many_mixes_stream_lengths_with_bounded_memory(monkeypatch):
     for got, s in zip(H.decode_many(buf, specs, 512), symbols):
         np.testing.assert_array_equal(got, s)
     assert len(cells) > 1 and sum(cells) <= 4 * sum(sizes) + 512  # not 512 steps x 215 lanes
+
+
+@pytest.mark.parametrize("lengths", [[], [1], [1, 1], [0, 2, 2, 1], [3, 0, 15, 15, 2], [16, 16, 1, 0, 2],
+                                     list(range(16)) * 3])
+def test_code_length_tables_pack_in_4_bits_up_to_15(lengths):
+    lengths = np.array(lengths, dtype=np.uint8)
+    data, width = H.pack_lengths(lengths)
+    assert width == (8 if lengths.size and lengths.max() == 16 else 4)
+    assert len(data) == H.table_bytes(lengths) == (lengths.size if width == 8 else (lengths.size + 1) // 2)
+    back = H.unpack_lengths(data, width)
+    np.testing.assert_array_equal(back[: lengths.size], lengths)
+    assert back.size - lengths.size == (lengths.size % 2 if width == 4 else 0)
+    assert not back[lengths.size:].any()
+    if width == 4 and lengths.size >= 2:
+        assert data[0] == lengths[0] | lengths[1] << 4  # even entry in the low nibble
+
+
+def test_unpack_lengths_rejects_other_widths():
+    with pytest.raises(ValueError):
+        H.unpack_lengths(b"\x11", 5)
