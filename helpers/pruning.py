@@ -370,21 +370,24 @@ def targets_from_sensitivity(scan: dict[str, list[tuple[float, float]]], baselin
 def targets_for_budget(scan: dict[str, list[tuple[float, float]]], baseline_metric: float,
                        layer_sizes: dict[str, int], tolerance: float, max_kept: float,
                        max_sparsity: float = 0.99) -> tuple[dict[str, float], float | None]:
-    """Per-layer targets from the sensitivity ``scan`` that also meet a budget of kept weights.
+    """Per-layer targets from the sensitivity ``scan`` that meet a budget of kept weights, no harder.
 
-    Starts from ``targets_from_sensitivity`` at ``tolerance``; while the network keeps more than
-    ``max_kept`` of its weights, the tolerance grows to the next accuracy drop seen in the scan, so
-    the layers that tolerate pruning best give up the most. Returns ``(targets, tolerance used)``,
-    the tolerance ``None`` when even every layer at its largest scanned sparsity misses the budget.
+    Uses ``targets_from_sensitivity`` at the smallest accuracy tolerance (among ``tolerance`` and the
+    drops seen in the scan) whose targets keep at most ``max_kept`` of the weights: when
+    ``tolerance`` would prune far past the budget it is lowered (single-layer drops add up when all
+    layers are pruned together), when it misses the budget it is raised, so the layers that
+    tolerate pruning best give up the most. Returns ``(targets, tolerance used)``, the tolerance
+    ``None`` when even every layer at its largest scanned sparsity misses the budget.
     """
     max_kept = _check_fraction(max_kept, "max_kept")
+    _check_non_negative(tolerance, "tolerance")
     total = sum(layer_sizes[n] for n in scan)
 
     def kept(targets):
         return sum(layer_sizes[n] * (1.0 - s) for n, s in targets.items()) / total
 
-    drops = sorted({baseline_metric - m for curve in scan.values() for _, m in curve} | {tolerance})
-    for t in [d for d in drops if d >= tolerance]:
+    drops = sorted({max(baseline_metric - m, 0.0) for curve in scan.values() for _, m in curve} | {tolerance})
+    for t in drops:
         targets = targets_from_sensitivity(scan, baseline_metric, t, max_sparsity)
         if kept(targets) <= max_kept:
             return targets, t

@@ -384,11 +384,14 @@ def test_every_architecture_masks_all_conv_and_linear_weights(name, in_channels,
     assert 0.5 < pruning.total_kept_fraction(model) < 0.8
 
 
-def test_targets_for_budget_raises_the_tolerance_until_the_budget_is_met():
+def test_targets_for_budget_meets_the_budget_and_no_more():
     scan = {"big": [(0.5, 0.90), (0.9, 0.80)], "small": [(0.5, 0.88), (0.9, 0.50)]}
     sizes = {"big": 100, "small": 10}
-    # within 0.02 only 50% of each layer may go: 55 of 110 kept, over a 20% budget
+    # within 0.02 only 50% of each layer may go: 55 of 110 kept, within a 50% budget
     targets, tol = pruning.targets_for_budget(scan, 0.90, sizes, 0.02, max_kept=0.5)
+    assert targets == {"big": 0.5, "small": 0.5} and tol == pytest.approx(0.02)
+    # a loose tolerance would prune both layers to 90%; the budget needs no more than 50%
+    targets, tol = pruning.targets_for_budget(scan, 0.90, sizes, 0.5, max_kept=0.5)
     assert targets == {"big": 0.5, "small": 0.5} and tol == pytest.approx(0.02)
     # the tolerant big layer gives up more first: 10 + 5 = 15 of 110 kept
     targets, tol = pruning.targets_for_budget(scan, 0.90, sizes, 0.02, max_kept=0.2)
