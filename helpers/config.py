@@ -38,7 +38,7 @@ class Profile:
     # 11% (AlexNet), 7.5% (VGG16); a little less leaves room for the file's headers and code tables
     target_kept: dict = field(default_factory=lambda: _per_model(0.075, 0.075, 0.08, 0.06))
     prune_rounds: int = 4                            # prune -> retrain rounds toward the targets
-    retrain_epochs: dict = field(default_factory=lambda: _per_model(6, 6, 2, 1))  # per round
+    retrain_epochs: dict = field(default_factory=lambda: _per_model(10, 10, 2, 1))  # per round
     retrain_lr_factor: float = 0.3                   # retraining lr = baseline lr x this (paper: lower lr)
     # trained quantization (notebook 05)
     conv_bits: int = 8
