@@ -11,20 +11,14 @@ import json
 import torch
 
 from helpers import models, pruning
-from steps import compare_steps
+from steps import alexnet_batch_and_pair, compare_steps
 
 NUM_CLASSES, IMAGE_SIZE, BATCH, SPARSITY = 23, 64, 32, 0.9
 WARMUP, STEPS = 3, 5
 
 
 def main():
-    torch.manual_seed(0)
-    x = torch.randn(BATCH, 3, IMAGE_SIZE, IMAGE_SIZE)
-    y = torch.randint(0, NUM_CLASSES, (BATCH,))
-    plain = models.create("alexnet", NUM_CLASSES, 3, IMAGE_SIZE)
-    pruned = models.create("alexnet", NUM_CLASSES, 3, IMAGE_SIZE)
-    pruned.load_state_dict(plain.state_dict())
-    pruning.prune_to_sparsity(pruned, SPARSITY)
+    x, y, plain, pruned = alexnet_batch_and_pair(NUM_CLASSES, IMAGE_SIZE, BATCH, SPARSITY)
     print(f"threads={torch.get_num_threads()} weights={models.count_parameters(plain):,} "
           f"kept={pruning.total_kept_fraction(pruned):.3f}")
 

@@ -15,22 +15,15 @@ import time
 
 import torch
 
-from helpers import models, pruning
 from helpers.quantization import distinct_values, quantize_model
-from steps import compare_steps
+from steps import alexnet_batch_and_pair, compare_steps
 
 NUM_CLASSES, IMAGE_SIZE, BATCH, DENSITY = 23, 64, 32, 0.1
 WARMUP, STEPS = 2, 10
 
 
 def main():
-    torch.manual_seed(0)
-    x = torch.randn(BATCH, 3, IMAGE_SIZE, IMAGE_SIZE)
-    y = torch.randint(0, NUM_CLASSES, (BATCH,))
-    plain = models.create("alexnet", NUM_CLASSES, 3, IMAGE_SIZE)
-    quantized = models.create("alexnet", NUM_CLASSES, 3, IMAGE_SIZE)
-    quantized.load_state_dict(plain.state_dict())
-    pruning.prune_to_sparsity(quantized, 1 - DENSITY)
+    x, y, plain, quantized = alexnet_batch_and_pair(NUM_CLASSES, IMAGE_SIZE, BATCH, 1 - DENSITY)
     start = time.perf_counter()
     quantize_model(quantized, conv_bits=8, fc_bits=5)
     print(f"threads={torch.get_num_threads()} quantize_model {time.perf_counter() - start:.2f}s "

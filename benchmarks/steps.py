@@ -40,3 +40,17 @@ def compare_steps(plain, other, x, y, warmup: int, steps: int, names=("plain", "
     for name, times in zip(names, (plain_t, other_t)):
         print(f"{name:<{width}} step s:", " ".join(f"{t:.3f}" for t in times))
     return statistics.median(plain_t), statistics.median(other_t)
+
+
+def alexnet_batch_and_pair(num_classes: int, image_size: int, batch: int, sparsity: float):
+    """A random batch and two AlexNets with the same weights, the second pruned to ``sparsity``."""
+    from helpers import models, pruning
+
+    torch.manual_seed(0)
+    x = torch.randn(batch, 3, image_size, image_size)
+    y = torch.randint(0, num_classes, (batch,))
+    plain = models.create("alexnet", num_classes, 3, image_size)
+    pruned = models.create("alexnet", num_classes, 3, image_size)
+    pruned.load_state_dict(plain.state_dict())
+    pruning.prune_to_sparsity(pruned, sparsity)
+    return x, y, plain, pruned

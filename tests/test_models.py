@@ -1,7 +1,6 @@
 import gc
 
 import pytest
-import torch
 
 from helpers import models
 from helpers.config import PROFILES, get_profile
