@@ -132,22 +132,58 @@ def default_profile() -> str:
     return "gpu" if torch.cuda.is_available() else "cpu"
 
 
-def resolve_settings(dataset="", data_dir="", model_name="", profile="", run_dir="", seed=0) -> dict:
+def apply_overrides(profile: Profile, model: str, overrides: dict | None) -> Profile:
+    """``profile`` with some fields changed. A plain value for a per-model field sets it for ``model``.
+
+    ``{"retrain_epochs": 15, "target_kept": 0.08}`` changes two fields for the model being run;
+    ``{"epochs": {"lenet5": 40}}`` changes one model's entry and keeps the others.
+    """
+    if not overrides:
+        return profile
+    if not isinstance(overrides, dict):
+        raise ValueError(f"overrides must be a dict of profile fields, got {overrides!r}.")
+    fields = profile.to_dict()
+    unknown = sorted(set(overrides) - set(fields) - {"name"}) + (["name"] if "name" in overrides else [])
+    if unknown:
+        raise ValueError(f"Unknown profile field(s) {unknown}; fields are {', '.join(k for k in fields if k != 'name')}.")
+    changes = {}
+    for key, value in overrides.items():
+        current = fields[key]
+        if isinstance(current, dict) and key != "per_class":  # per-model fields
+            changes[key] = {**current, **(value if isinstance(value, dict) else {model: value})}
+        elif isinstance(current, tuple):
+            changes[key] = tuple(value)
+        else:
+            changes[key] = value
+    return replace(profile, **changes)
+
+
+def resolve_settings(dataset="", data_dir="", model_name="", profile="", run_dir="", seed=0,
+                     overrides=None) -> dict:
     """Fill a notebook's ``parameters`` cell: empty values fall back to environment variables.
 
-    $DC_DATASET, $DC_DATA_DIR (or $SEA_ANIMALS_DIR), $DC_MODEL, $DC_PROFILE, $DC_RUN_DIR let nbval
-    run the committed notebooks on any data; papermill passes the values explicitly instead.
+    $DC_DATASET, $DC_DATA_DIR (or $SEA_ANIMALS_DIR), $DC_MODEL, $DC_PROFILE, $DC_RUN_DIR and
+    $DC_OVERRIDES (a JSON object of profile fields) let nbval run the committed notebooks on any
+    data; papermill passes the values explicitly instead.
     """
+    import json
     import os
     from pathlib import Path
 
     dataset = dataset or os.environ.get("DC_DATASET", "sea-animals")
     data_dir = data_dir or os.environ.get("DC_DATA_DIR") or None
     model_name = model_name or os.environ.get("DC_MODEL", "lenet5")
-    prof = get_profile(profile or os.environ.get("DC_PROFILE") or None)
+    if not overrides and os.environ.get("DC_OVERRIDES"):
+        try:
+            overrides = json.loads(os.environ["DC_OVERRIDES"])
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"$DC_OVERRIDES is not valid JSON ({exc}); "
+                             'write it like \'{"retrain_epochs": 15}\'.') from None
+    overrides = dict(overrides or {})
+    prof = apply_overrides(get_profile(profile or os.environ.get("DC_PROFILE") or None), model_name, overrides)
     run_dir = Path(run_dir or os.environ.get("DC_RUN_DIR") or "../runs/notebook")
     model_dir = run_dir / model_name
     model_dir.mkdir(parents=True, exist_ok=True)
     return {"dataset": dataset, "data_dir": data_dir, "model_name": model_name, "profile": prof.name,
-            "run_dir": run_dir, "model_dir": model_dir, "split_file": run_dir / "split.json",
-            "seed": int(seed), **prof.for_model(model_name, dataset)}
+            "overrides": overrides, "run_dir": run_dir, "model_dir": model_dir,
+            "split_file": run_dir / "split.json", "seed": int(seed), **prof.for_model(model_name, dataset)}

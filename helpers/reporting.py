@@ -23,13 +23,17 @@ def read_metrics(model_dir) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def update_metrics(model_dir, stage: str, values: dict, dataset: str, model: str, profile: str) -> dict:
-    """Merge one stage's results into ``model_dir/metrics.json`` (atomically) and return the whole."""
+def update_metrics(model_dir, stage: str, values: dict, dataset: str, model: str, profile: str,
+                   overrides: dict | None = None) -> dict:
+    """Merge one stage's results into ``model_dir/metrics.json`` (atomically) and return the whole.
+
+    ``overrides`` (profile fields the run changed) are kept per stage, so a table can say so.
+    """
     if stage not in STAGES:
         raise ValueError(f"Unknown stage {stage!r}; use one of {', '.join(STAGES)}.")
     metrics = read_metrics(model_dir)
     metrics.update({"dataset": dataset, "model": model, "profile": profile})
-    metrics.setdefault("stages", {})[stage] = _jsonable(values)
+    metrics.setdefault("stages", {})[stage] = _jsonable({**values, **({"overrides": overrides} if overrides else {})})
     atomic_write_text(Path(model_dir) / "metrics.json", json.dumps(metrics, indent=2))
     return metrics
 

@@ -10,6 +10,7 @@ Notebook 01 (the data) runs once per run folder, notebooks 02-06 once per model 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -55,7 +56,14 @@ def main(argv=None) -> int:
     parser.add_argument("--notebooks", nargs="+", default=None, metavar="NN",
                         help="only these notebook numbers, e.g. 01 02")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE", dest="overrides",
+                        help="change profile fields for this run, e.g. --set retrain_epochs=15 "
+                        "target_kept=0.08 (values are JSON; a plain value applies to every model run)")
     args = parser.parse_args(argv)
+    try:
+        overrides = parse_overrides(args.overrides)
+    except ValueError as exc:
+        parser.error(str(exc))
 
     profile = args.profile or default_profile()
     run_dir = Path(args.out or f"runs/{args.dataset}-{profile}").resolve()
@@ -63,7 +71,7 @@ def main(argv=None) -> int:
     if args.data_dir and not Path(args.data_dir).exists():
         parser.error(f"--data-dir {args.data_dir} does not exist")
     base = {"dataset": args.dataset, "data_dir": data_dir, "profile": profile, "run_dir": str(run_dir),
-            "seed": args.seed}
+            "seed": args.seed, "overrides": overrides}
     chosen = notebooks(args.notebooks)
     if not chosen:
         parser.error(f"no notebooks match {args.notebooks} in {NOTEBOOK_DIR}")
@@ -91,8 +99,34 @@ def main(argv=None) -> int:
     return _finish(run_dir, timings, failures, log)
 
 
+def parse_overrides(items) -> dict:
+    """``["retrain_epochs=15", "sensitivity_sparsities=[0.5,0.9]"]`` -> a dict checked against the profile."""
+    import json
+
+    from .config import Profile
+
+    known = set(Profile.__dataclass_fields__) - {"name"}
+    overrides = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or key not in known:
+            raise ValueError(f"--set {item!r}: expected FIELD=VALUE with FIELD one of {', '.join(sorted(known))}")
+        try:
+            overrides[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            raise ValueError(f"--set {item!r}: the value must be JSON, e.g. 15, 0.08, [0.5, 0.9] or "
+                             '\'{"lenet5": 40}\'') from None
+    return overrides
+
+
 def _finish(run_dir, timings, failures, log) -> int:
-    write_json(run_dir / "runner.json", {"timings_s": timings, "failures": failures})
+    # Several invocations may share a run folder (one per model): keep the earlier timings.
+    previous = run_dir / "runner.json"
+    try:
+        earlier = json.loads(previous.read_text()).get("timings_s", {}) if previous.exists() else {}
+    except (ValueError, OSError):
+        earlier = {}
+    write_json(previous, {"timings_s": {**earlier, **timings}, "failures": failures})
     log(f"[run] total {sum(timings.values()):.0f} s; results in {run_dir}")
     for failure in failures:
         log(f"[run] failed: {failure}")
