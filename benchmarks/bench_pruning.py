@@ -1,8 +1,8 @@
 """Training-step cost of a pruned AlexNet (mask parametrization) vs a plain one, on CPU.
 
-Pruned weights are still stored and multiplied densely: the mask adds ``original * mask`` to the
-forward pass and ``grad * mask`` to the backward pass, two elementwise passes over every weight,
-which is what this measures. Run ``python benchmarks/bench_pruning.py``; the last line is JSON.
+Pruned weights are still stored and multiplied densely. The mask adds one in-place pass per
+forward (zeroing the pruned entries of the dense weight); the backward pass is straight-through.
+Run ``python benchmarks/bench_pruning.py`` on an otherwise idle machine; the last line is JSON.
 """
 
 from __future__ import annotations

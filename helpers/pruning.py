@@ -7,18 +7,23 @@ A pruned layer keeps its dense weight and a boolean mask; the effective weight i
 ``original * mask``. Masks are attached with ``torch.nn.utils.parametrize`` and a small ``Mask``
 module holding the mask as a buffer, rather than ``torch.nn.utils.prune``:
 
-* the multiplication sits in the forward graph, so pruned weights are exactly zero whatever the
-  optimizer does to ``original`` (momentum from before pruning, weight decay, Adam): no post-step
-  hook to forget, and the gradient reaching ``original`` is masked too;
+* every forward pass first zeroes the pruned entries of ``original`` in place, so the weight the
+  layer uses has exact zeros there whatever the optimizer did to ``original`` in between
+  (momentum from before pruning, weight decay, Adam): no post-step hook to forget;
 * masks live in the state_dict as ``<layer>.parametrizations.weight.0.mask`` (the dense weight as
   ``<layer>.parametrizations.weight.original``), and deepcopy works;
 * ``torch.nn.utils.prune`` uses forward pre-hooks and renames the weight to
   ``weight_orig``/``weight_mask`` with a plain attribute ``weight``, which breaks state_dict round
   trips into fresh models and deepcopy in known ways.
 
-The price is two extra elementwise passes per training step (the forward multiply and the
-masked gradient); storage and matmuls stay dense. Registering a mask keeps the Parameter object
-(optimizers keep working) but moves it after the bias in ``parameters()`` and the state_dict.
+Cost: one in-place elementwise pass per forward, no copy of the weight. The backward pass is the
+identity (straight-through): ``original.grad`` is the dense gradient, whose pruned entries the
+optimizer may apply to ``original``; the next forward zeroes them again. Survivors train exactly
+as with a masked gradient (optimizers act elementwise). Masking the gradient as well would cost a
+second pass over every weight (``benchmarks/bench_pruning.py`` measures the cost against a plain
+step); call ``masked_gradients(model)`` before gradient clipping by norm.
+Registering a mask keeps the Parameter object (optimizers keep working) but moves it after the
+bias in ``parameters()`` and the state_dict.
 
 Layer names are those of ``helpers.models.compressible_layers`` (e.g. ``"features.0"``). Only
 Conv2d/Linear weights are pruned, never biases.
@@ -40,7 +45,7 @@ __all__ = [
     "mask_from_threshold", "quality_threshold", "mask_from_quality", "mask_from_sparsity",
     "global_masks", "sparsity_schedule", "Mask", "apply_masks", "current_masks",
     "prune_by_quality", "prune_to_sparsity", "prune_globally", "kept_fractions",
-    "total_kept_fraction", "remove_masks", "prepare_for_state_dict", "load_pruned_state_dict",
+    "total_kept_fraction", "masked_gradients", "remove_masks", "prepare_for_state_dict", "load_pruned_state_dict",
     "sensitivity_scan", "targets_from_sensitivity", "targets_for_budget",
 ]
 
@@ -129,6 +134,24 @@ def sparsity_schedule(final_targets: dict[str, float], rounds: int) -> list[dict
     return schedule + [{name: float(s) for name, s in final_targets.items()}]
 
 
+class _ZeroPrunedInPlace(torch.autograd.Function):
+    """Forward: zero the pruned entries of ``original`` in place and return it (as a view).
+
+    The write goes through ``.data`` so that it does not bump ``original``'s version counter: it
+    only ever turns entries an optimizer step moved back into the zeros they were, so a graph that
+    saved the weight before (several forwards before one backward) still sees the same values.
+    """
+
+    @staticmethod
+    def forward(ctx, original, multiplier):
+        original.data.mul_(multiplier)
+        return original.view_as(original)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None
+
+
 class Mask(nn.Module):
     """Parametrization ``weight = original * mask``; the bool mask is a buffer (in the state_dict)."""
 
@@ -138,7 +161,7 @@ class Mask(nn.Module):
         self._multiplier = None  # (bool tensor it came from, its _version, copy in weight dtype)
 
     def forward(self, original: torch.Tensor) -> torch.Tensor:
-        return original * self._mask_as(original.dtype)
+        return _ZeroPrunedInPlace.apply(original, self._mask_as(original.dtype))
 
     def _mask_as(self, dtype: torch.dtype) -> torch.Tensor:
         # On CPU float * bool goes through a slow mixed-dtype loop (about 2x a float * float
@@ -197,8 +220,8 @@ def apply_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
     """Register masks on the named layers, or overwrite the mask of already-masked layers.
 
     Calling it again replaces the mask; it does not AND with the old one (the ``prune_*`` functions
-    below do, so they never revive a weight). The dense ``original`` is left untouched, so setting a
-    looser mask brings old values back: that is the caller's choice.
+    below do, so they never revive a weight). Weights a looser mask lets back in start at exactly
+    zero: the old mask is applied to ``original`` first, whatever an optimizer step left there.
     """
     layers = _resolve_layers(model, masks)
     for name, layer in layers.items():  # check everything first: never leave a model half-masked
@@ -211,6 +234,8 @@ def apply_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
         if existing is None:
             parametrize.register_parametrization(layer, "weight", Mask(new))
         else:
+            with torch.no_grad():
+                layer.parametrizations.weight.original.mul_(existing.mask)
             existing.mask.copy_(new)
 
 
@@ -274,6 +299,19 @@ def total_kept_fraction(model: nn.Module) -> float:
     return sum(fractions[n] * size for n, size in sizes.items()) / total if total else 1.0
 
 
+def masked_gradients(model: nn.Module) -> None:
+    """Zero the gradient of pruned weights in place (the backward pass leaves it dense).
+
+    Call it between ``backward()`` and gradient clipping by norm, so the norm is the pruned
+    network's; plain training does not need it.
+    """
+    for layer in compressible_layers(model).values():
+        mask = _mask_module(layer)
+        grad = layer.parametrizations.weight.original.grad if mask is not None else None
+        if grad is not None:
+            grad.mul_(mask._mask_as(grad.dtype))
+
+
 def remove_masks(model: nn.Module, layers=None) -> None:
     """Bake ``original * mask`` into a plain ``weight`` parameter (before quantization or export).
 
@@ -329,18 +367,25 @@ def sensitivity_scan(model: nn.Module, evaluate_fn, sparsities, layers=None
         # Change tensors in place and copy them back, rather than adding and removing a
         # parametrization: re-registering would move the weight after the bias in parameters()
         # and the state_dict, and swap the module's class.
+        # A masked layer's forward zeroes the pruned entries of ``original``, so keep it too.
         existing = _mask_module(layer)
-        target = existing.mask if existing is not None else layer.weight
-        saved = target.detach().clone()
+        weight = _dense_weight(layer)
+        saved_weight = weight.detach().clone()
+        saved_mask = existing.mask.clone() if existing is not None else None
         scores = _pruning_scores(layer)
         results[name] = []
         try:
             for s in grid:
                 keep = _keep_largest({name: scores}, s)[name] & (scores >= 0)
-                target.copy_(keep if existing is not None else saved.masked_fill(~keep, 0))
+                if existing is not None:
+                    existing.mask.copy_(keep)
+                else:
+                    weight.copy_(saved_weight.masked_fill(~keep, 0))
                 results[name].append((s, float(evaluate_fn(model))))
         finally:
-            target.copy_(saved)
+            weight.copy_(saved_weight)
+            if existing is not None:
+                existing.mask.copy_(saved_mask)
     return results
 
 

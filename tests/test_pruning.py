@@ -202,12 +202,17 @@ def test_masks_appear_in_state_dict_and_apply_masks_updates_in_place():
     assert pruning.kept_fractions(model)["features.2"] == 1.0
 
     model(batch()[0])  # fills the mask's float copy, which must follow later updates
+    old_mask = pruning.current_masks(model)["features.0"]
+    before = model.features[0].weight.detach().clone()
     new = torch.zeros(20, 1, 5, 5, dtype=torch.bool)
     new[:, :, 2, 2] = True
     pruning.apply_masks(model, {"features.0": new})
     pruning.apply_masks(model, {"features.0": new})
     assert len(model.features[0].parametrizations.weight) == 1
-    assert torch.equal(model.features[0].weight != 0, new)
+    weight = model.features[0].weight
+    # Kept survivors keep their values; weights a looser mask lets back in start at exactly zero.
+    assert torch.equal(weight != 0, new & old_mask)
+    assert torch.equal(weight[new & old_mask], before[new & old_mask])
     assert torch.equal(model.features[0].bias, bias)
     assert not hasattr(model.features[0], "parametrizations") or \
         "bias" not in model.features[0].parametrizations
@@ -228,9 +233,51 @@ def test_pruned_weights_stay_exactly_zero_through_training(make_optimizer):
     for name, mask in pruning.current_masks(model).items():
         assert torch.equal(mask, masks[name])
         assert not torch.equal(model.get_submodule(name).weight[mask], start[name][mask]), name
-    # The gradient reaching the dense weight is masked too (clip_grad_norm sees the real gradient).
+    # Straight-through backward: the dense gradient reaches original; masked_gradients() zeroes
+    # the pruned part (before clipping by norm) and leaves the survivors' gradient as it was.
     grad = model.features[2].parametrizations.weight.original.grad
-    assert torch.equal(grad[~masks["features.2"]], torch.zeros((~masks["features.2"]).sum().item()))
+    pruned = ~masks["features.2"]
+    assert grad[pruned].abs().sum() > 0
+    kept = grad[~pruned].clone()
+    pruning.masked_gradients(model)
+    assert torch.equal(grad[pruned], torch.zeros(int(pruned.sum())))
+    assert torch.equal(grad[~pruned], kept)
+
+
+def test_survivors_train_exactly_as_with_a_masked_gradient():
+    # Oracle: plain autograd through ``weight * mask`` (the gradient of pruned weights is zero).
+    class MultiplyByMask(nn.Module):
+        def __init__(self, mask):
+            super().__init__()
+            self.mask = mask.float()
+
+        def forward(self, weight):
+            return weight * self.mask
+
+    model = lenet5()
+    masks = pruning.prune_to_sparsity(model, 0.6)
+    reference = lenet5()
+    for name, layer in models.compressible_layers(reference).items():
+        torch.nn.utils.parametrize.register_parametrization(layer, "weight", MultiplyByMask(masks[name]))
+    for net in (model, reference):
+        train(net, torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4), 5)
+    for name, ref in models.compressible_layers(reference).items():
+        ours = models.compressible_layers(model)[name].weight
+        assert torch.equal(ours == 0, ref.weight == 0), name
+        assert torch.allclose(ours, ref.weight, atol=1e-6), name
+
+
+def test_several_forwards_before_one_backward():
+    model = lenet5()
+    masks = pruning.prune_to_sparsity(model, 0.5)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    for _ in range(3):  # gradient accumulation: two forwards, one backward, one step
+        (x1, y1), (x2, y2) = batch(seed=1), batch(seed=2)
+        loss = nn.functional.cross_entropy(model(x1), y1) + nn.functional.cross_entropy(model(x2), y2)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert_pruned_are_zero(model, masks)
 
 
 def test_inference_first_then_training_works():
