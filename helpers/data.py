@@ -367,6 +367,20 @@ def load_splits_for(settings: dict, sliced: bool = True) -> Splits:
                        cache_images=settings.get("cache_images", False))
 
 
+def evaluation_slice(dataset, size: int | None, seed: int = 0):
+    """A fixed random subset of ``size`` items (all of ``dataset`` when ``size`` is None or larger).
+
+    The splits are stored class by class, so "the first N batches" would see only the first classes;
+    the sensitivity scan (notebook 03) and the bits sweep (notebook 05) use this slice instead.
+    """
+    if size is None or size >= len(dataset):
+        return dataset
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"size must be a positive integer or None, got {size!r}.")
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
+    return torch.utils.data.Subset(dataset, sorted(order[:size].tolist()))
+
+
 def loader(dataset, batch_size, shuffle=False, num_workers=0, seed=0):
     """A DataLoader whose shuffling order depends only on ``seed`` (and the epoch it is iterated in)."""
     generator = torch.Generator().manual_seed(seed)

@@ -122,3 +122,18 @@ def test_cached_images_give_the_same_tensors_as_uncached(messy_folder, tmp_path)
         a, b = getattr(plain, part), getattr(cached, part)
         for i in range(len(a)):
             assert torch.equal(a[i][0], b[i][0]) and torch.equal(a[i][0], b[i][0])  # second read: from cache
+
+
+def test_evaluation_slice_is_a_fixed_random_sample_across_classes():
+    from helpers.data import evaluation_slice
+
+    labels = torch.arange(10).repeat_interleave(50)  # stored class by class, like the splits
+    dataset = torch.utils.data.TensorDataset(torch.zeros(500, 1), labels)
+    part = evaluation_slice(dataset, 100, seed=3)
+    assert len(part) == 100 and part.indices == sorted(set(part.indices))
+    assert part.indices == evaluation_slice(dataset, 100, seed=3).indices
+    assert part.indices != evaluation_slice(dataset, 100, seed=4).indices
+    assert len(set(labels[part.indices].tolist())) == 10  # the first 100 items would hold 2 classes
+    assert evaluation_slice(dataset, None) is dataset and evaluation_slice(dataset, 900) is dataset
+    with pytest.raises(ValueError, match="positive integer"):
+        evaluation_slice(dataset, 0)
