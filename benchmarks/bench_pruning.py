@@ -7,11 +7,10 @@ Run ``python benchmarks/bench_pruning.py`` on an otherwise idle machine; the las
 
 from __future__ import annotations
 
-import json
 import torch
 
 from helpers import models, pruning
-from steps import alexnet_batch_and_pair, compare_steps
+from steps import alexnet_batch_and_pair, compare_steps, print_ratio
 
 NUM_CLASSES, IMAGE_SIZE, BATCH, SPARSITY = 23, 64, 32, 0.9
 WARMUP, STEPS = 3, 5
@@ -23,8 +22,7 @@ def main():
           f"kept={pruning.total_kept_fraction(pruned):.3f}")
 
     plain_s, pruned_s = compare_steps(plain, pruned, x, y, WARMUP, STEPS, ("plain", "pruned"))
-    print(json.dumps({"plain_step_s": round(plain_s, 4), "pruned_step_s": round(pruned_s, 4),
-                      "ratio": round(pruned_s / plain_s, 3)}))
+    print_ratio(plain_s, pruned_s, "pruned")
 
 
 if __name__ == "__main__":

@@ -10,13 +10,12 @@ The last printed line is JSON.
 
 from __future__ import annotations
 
-import json
 import time
 
 import torch
 
 from helpers.quantization import distinct_values, quantize_model
-from steps import alexnet_batch_and_pair, compare_steps
+from steps import alexnet_batch_and_pair, compare_steps, print_ratio
 
 NUM_CLASSES, IMAGE_SIZE, BATCH, DENSITY = 23, 64, 32, 0.1
 WARMUP, STEPS = 2, 10
@@ -30,8 +29,7 @@ def main():
           f"distinct={distinct_values(quantized)}")
 
     plain_s, quant_s = compare_steps(plain, quantized, x, y, WARMUP, STEPS, ("plain", "quantized"))
-    print(json.dumps({"plain_step_s": round(plain_s, 4), "quantized_step_s": round(quant_s, 4),
-                      "ratio": round(quant_s / plain_s, 3)}))
+    print_ratio(plain_s, quant_s, "quantized")
 
 
 if __name__ == "__main__":

@@ -42,6 +42,14 @@ def compare_steps(plain, other, x, y, warmup: int, steps: int, names=("plain", "
     return statistics.median(plain_t), statistics.median(other_t)
 
 
+def print_ratio(plain_s: float, other_s: float, other: str) -> None:
+    """The benchmark's last line: both median step times and their ratio, as JSON."""
+    import json
+
+    print(json.dumps({"plain_step_s": round(plain_s, 4), f"{other}_step_s": round(other_s, 4),
+                      "ratio": round(other_s / plain_s, 3)}))
+
+
 def alexnet_batch_and_pair(num_classes: int, image_size: int, batch: int, sparsity: float):
     """A random batch and two AlexNets with the same weights, the second pruned to ``sparsity``."""
     from helpers import models, pruning

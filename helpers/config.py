@@ -146,7 +146,7 @@ def apply_overrides(profile: Profile, model: str, overrides: dict | None) -> Pro
     if not isinstance(overrides, dict):
         raise ValueError(f"overrides must be a dict of profile fields, got {overrides!r}.")
     fields = profile.to_dict()
-    unknown = sorted(set(overrides) - set(fields) - {"name"}) + (["name"] if "name" in overrides else [])
+    unknown = sorted(k for k in overrides if k not in fields or k == "name")
     if unknown:
         raise ValueError(f"Unknown profile field(s) {unknown}; fields are {', '.join(k for k in fields if k != 'name')}.")
     changes = {}

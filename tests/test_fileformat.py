@@ -253,6 +253,19 @@ def test_big_round_trip(tmp_path, name, classes, size, density, paths):
     assert F.size_report(path)[-1]["compression_ratio"] > 30
 
 
+def pruned_quantized_lenet5(quantile):
+    """LeNet-5 with the weights below each layer's ``quantile`` of |w| pruned, quantized 8/5 bits."""
+    from helpers.quantization import quantize_model
+
+    torch.manual_seed(0)
+    model = models.create("lenet5", 10, 1, 28)
+    with torch.no_grad():
+        for m in models.compressible_layers(model).values():
+            m.weight.mul_(m.weight.abs() >= m.weight.abs().quantile(quantile))
+    quantize_model(model, conv_bits=8, fc_bits=5, seed=0)
+    return model
+
+
 def bits_of(t):
     """A tensor's bytes, for bit-for-bit comparison of any dtype (signed zeros and NaNs included)."""
     return t.detach().reshape(-1).contiguous().view(torch.uint8)
@@ -314,14 +327,9 @@ def test_quantized_load_from_survivors_equals_the_dense_path_bit_for_bit(tmp_pat
 
 
 def test_a_loaded_model_fine_tunes_and_saves_to_identical_files(tmp_path):
-    from helpers.quantization import export_quantized, load_quantized_state_dict, quantize_model
+    from helpers.quantization import export_quantized, load_quantized_state_dict
 
-    torch.manual_seed(0)
-    model = models.create("lenet5", 10, 1, 28)
-    with torch.no_grad():
-        for m in models.compressible_layers(model).values():
-            m.weight.mul_(m.weight.abs() >= m.weight.abs().quantile(0.8))
-    quantize_model(model, conv_bits=8, fc_bits=5, seed=0)
+    model = pruned_quantized_lenet5(quantile=0.8)
     first, again = tmp_path / "first.dcz", tmp_path / "again.dcz"
     helpers.save_compressed(model, first, metadata={"image_size": 28})
     loaded = F.load_compressed(first)
@@ -360,14 +368,7 @@ def test_a_loaded_model_fine_tunes_and_saves_to_identical_files(tmp_path):
 
 
 def test_quantized_model_save_and_load_through_the_package(tmp_path):
-    from helpers.quantization import quantize_model
-
-    torch.manual_seed(0)
-    model = models.create("lenet5", 10, 1, 28)
-    with torch.no_grad():
-        for m in models.compressible_layers(model).values():
-            m.weight.mul_(m.weight.abs() >= m.weight.abs().quantile(0.9))
-    quantize_model(model, conv_bits=8, fc_bits=5, seed=0)
+    model = pruned_quantized_lenet5(quantile=0.9)
     path = tmp_path / "lenet5.dcz"
     helpers.save_compressed(model, path, metadata={"image_size": 28})
     loaded = helpers.load_compressed(path)
