@@ -85,9 +85,13 @@ PROFILES = {
     "cpu": Profile(
         name="cpu",
         image_size=_per_model(32, 32, 64, 32),
-        epochs=_per_model(30, 30, 25, 4),
-        # AlexNet's step time is dominated by its 55M fc weights, so a large batch costs little more
-        batch_size=_per_model(64, 64, 128, 32),
+        epochs=_per_model(30, 30, 25, 10),
+        # AlexNet's and VGG16's step times are dominated by their big fc layers (55M, 120M weights)
+        # and the optimizer's pass over them, so a large batch costs little more per step
+        batch_size=_per_model(64, 64, 128, 64),
+        # VGG16 (no batch norm) barely trains in 4 epochs and collapses when its deep conv layers
+        # lose 90%+ at once: 2-epoch rounds
+        retrain_epochs=_per_model(15, 15, 2, 2),
         lr=_per_model(0.05, 0.01, 0.02, 0.01),
         warmup_epochs=1,
         eval_batches=10,
