@@ -96,7 +96,7 @@ PROFILES = {
         lr=_per_model(0.05, 0.01, 0.02, 0.01),
         warmup_epochs=1,
         # a VGG16 forward costs ~0.5 GFLOP an image: its 16-layer x 13-point scan over 512
-        # validation images takes ~10 minutes on 2 cores, over 1,280 it would take ~25
+        # validation images took 456 s on 2 cores (runs/sea-cpu), over 1,280 it would take ~19 minutes
         eval_batches=_per_model(10, 10, 10, 4),
         # VGG16's conv survivors cost ~10 bits each in the file (8-bit indices, dense gaps), more
         # than the fc layers' 5-bit ones: 5.5% kept leaves room above the paper's 49x
