@@ -46,7 +46,7 @@ __all__ = [
     "global_masks", "sparsity_schedule", "Mask", "apply_masks", "current_masks",
     "prune_by_quality", "prune_to_sparsity", "prune_globally", "kept_fractions",
     "total_kept_fraction", "masked_gradients", "remove_masks", "prepare_for_state_dict", "load_pruned_state_dict",
-    "sensitivity_scan", "targets_from_sensitivity", "targets_for_budget",
+    "sensitivity_scan", "targets_from_sensitivity", "targets_for_budget", "targets_by_cost_per_weight",
 ]
 
 
@@ -437,3 +437,49 @@ def targets_for_budget(scan: dict[str, list[tuple[float, float]]], baseline_metr
         if kept(targets) <= max_kept:
             return targets, t
     return {n: max((s for s, _ in curve if s <= max_sparsity), default=0.0) for n, curve in scan.items()}, None
+
+
+def targets_by_cost_per_weight(scan: dict[str, list[tuple[float, float]]], baseline_metric: float,
+                               layer_sizes: dict[str, int], max_kept: float, max_sparsity: float = 0.99
+                               ) -> tuple[dict[str, float], float | None]:
+    """Per-layer targets that meet a budget of kept weights, spending accuracy where weights are cheap.
+
+    ``targets_for_budget`` grants every layer the same accuracy tolerance, so a 2M-weight conv layer
+    may lose as much as a 100M-weight fc layer while saving 50x fewer weights. Here, starting from no
+    pruning, each step moves one layer to a larger scanned sparsity, the move with the smallest
+    increase in its accuracy drop per weight removed, until at most ``max_kept`` of the weights are
+    kept. A layer's drop is the largest seen at or below a sparsity (a lucky point past a worse one
+    is not trusted). Returns ``(targets, sum of the layers' single-layer drops)``; the sum is
+    ``None`` when even every layer at its largest scanned sparsity misses the budget.
+    """
+    max_kept = _check_fraction(max_kept, "max_kept")
+    max_sparsity = _check_fraction(max_sparsity, "max_sparsity")
+    total = sum(layer_sizes[n] for n in scan)
+    envelopes = {}
+    for name, curve in scan.items():
+        points, worst = [], 0.0
+        for s, metric in sorted(curve):
+            if s > max_sparsity:
+                break
+            worst = max(worst, baseline_metric - metric)
+            points.append((s, worst))
+        envelopes[name] = points
+    targets, drops = dict.fromkeys(scan, 0.0), dict.fromkeys(scan, 0.0)
+
+    def kept():
+        return sum(layer_sizes[n] * (1.0 - s) for n, s in targets.items()) / total
+
+    while kept() > max_kept + 1e-12:
+        best = None
+        for name, points in envelopes.items():
+            for s, drop in points:
+                removed = layer_sizes[name] * (s - targets[name])
+                if removed <= 0:
+                    continue
+                price = (drop - drops[name]) / removed
+                if best is None or price < best[0]:
+                    best = (price, name, s, drop)
+        if best is None:
+            return targets, None
+        _, name, targets[name], drops[name] = best
+    return targets, float(sum(drops.values()))
