@@ -449,7 +449,8 @@ def targets_by_cost_per_weight(scan: dict[str, list[tuple[float, float]]], basel
     pruning, each step moves one layer to a larger scanned sparsity, the move with the smallest
     increase in its accuracy drop per weight removed, until at most ``max_kept`` of the weights are
     kept. A layer's drop is the largest seen at or below a sparsity (a lucky point past a worse one
-    is not trusted). Returns ``(targets, sum of the layers' single-layer drops)``; the sum is
+    is not trusted). Being greedy, its last step may go well past the budget (one step of a 100M
+    fc layer is millions of weights). Returns ``(targets, sum of the layers' single-layer drops)``; the sum is
     ``None`` when even every layer at its largest scanned sparsity misses the budget.
     """
     max_kept = _check_fraction(max_kept, "max_kept")

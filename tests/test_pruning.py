@@ -447,3 +447,32 @@ def test_targets_for_budget_meets_the_budget_and_no_more():
     assert targets == {"big": 0.9, "small": 0.9} and tol is None
     targets, tol = pruning.targets_for_budget(scan, 0.90, sizes, 0.02, max_kept=0.01, max_sparsity=0.3)
     assert targets == {"big": 0.0, "small": 0.0} and tol is None
+
+
+def test_targets_by_cost_per_weight_spends_accuracy_where_weights_are_cheap():
+    # fc: 0.03 for 900 weights (3.3e-5 a weight); conv: 0.03 for 5 weights (6e-3 a weight)
+    scan = {"fc": [(0.5, 0.88), (0.9, 0.87), (0.99, 0.80)], "conv": [(0.5, 0.87), (0.9, 0.70)]}
+    sizes = {"fc": 1000, "conv": 10}
+    targets, drop = pruning.targets_by_cost_per_weight(scan, 0.90, sizes, max_kept=0.5)
+    assert targets == {"fc": 0.9, "conv": 0.0} and drop == pytest.approx(0.03)
+    # one tolerance for all layers needs 0.03 to meet the budget, and then prunes conv as well
+    targets, tol = pruning.targets_for_budget(scan, 0.90, sizes, 0.0, max_kept=0.5)
+    assert targets == {"fc": 0.9, "conv": 0.5} and tol == pytest.approx(0.03)
+    # the cheapest step a weight may go well past the budget (110 of 1010 kept for a 60% budget)
+    assert pruning.targets_by_cost_per_weight(scan, 0.90, sizes, max_kept=0.6)[0] == {"fc": 0.9, "conv": 0.0}
+    assert pruning.targets_by_cost_per_weight(scan, 0.90, sizes, max_kept=1.0) == ({"fc": 0.0, "conv": 0.0}, 0.0)
+
+
+def test_targets_by_cost_per_weight_distrusts_lucky_points_and_reports_an_unreachable_budget():
+    # a's 0.9 point scored better than its 0.5 point (noise): its drop there counts as 0.05, not
+    # 0.01, so b's 0.02 for 50 weights is the cheaper step
+    scan = {"a": [(0.5, 0.85), (0.9, 0.89)], "b": [(0.5, 0.88), (0.9, 0.86)]}
+    sizes = {"a": 100, "b": 100}
+    targets, drop = pruning.targets_by_cost_per_weight(scan, 0.90, sizes, max_kept=0.75)
+    assert targets == {"a": 0.0, "b": 0.5} and drop == pytest.approx(0.02)
+    targets, drop = pruning.targets_by_cost_per_weight(scan, 0.90, sizes, max_kept=0.05)
+    assert targets == {"a": 0.9, "b": 0.9} and drop is None
+    targets, drop = pruning.targets_by_cost_per_weight(scan, 0.90, sizes, max_kept=0.05, max_sparsity=0.6)
+    assert targets == {"a": 0.5, "b": 0.5} and drop is None
+    with pytest.raises(ValueError, match="max_kept"):
+        pruning.targets_by_cost_per_weight(scan, 0.90, sizes, max_kept=1.5)
