@@ -10,8 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 
 from .models import MIN_IMAGE_SIZE
-
-ALLOCATIONS = ("tolerance", "cost_per_weight")
+from .pruning import ALLOCATIONS
 NATIVE_SIZE = {"mnist": 28, "fashion-mnist": 28, "digits": 8}  # grayscale sets keep their own size
 
 

@@ -44,9 +44,10 @@ from .models import compressible_layers
 __all__ = [
     "mask_from_threshold", "quality_threshold", "mask_from_quality", "mask_from_sparsity",
     "global_masks", "sparsity_schedule", "Mask", "apply_masks", "current_masks",
-    "prune_by_quality", "prune_to_sparsity", "prune_globally", "kept_fractions",
+    "prune_by_quality", "prune_to_sparsity", "prune_globally", "kept_fractions", "kept_share",
     "total_kept_fraction", "masked_gradients", "remove_masks", "prepare_for_state_dict", "load_pruned_state_dict",
     "sensitivity_scan", "targets_from_sensitivity", "targets_for_budget", "targets_by_cost_per_weight",
+    "ALLOCATIONS", "allocate_budget",
 ]
 
 
@@ -412,6 +413,11 @@ def targets_from_sensitivity(scan: dict[str, list[tuple[float, float]]], baselin
     return targets
 
 
+def kept_share(targets: dict[str, float], layer_sizes: dict[str, int]) -> float:
+    """The fraction of all weights of the ``targets``' layers that their sparsities keep."""
+    return sum(layer_sizes[n] * (1.0 - s) for n, s in targets.items()) / sum(layer_sizes[n] for n in targets)
+
+
 def targets_for_budget(scan: dict[str, list[tuple[float, float]]], baseline_metric: float,
                        layer_sizes: dict[str, int], tolerance: float, max_kept: float,
                        max_sparsity: float = 0.99) -> tuple[dict[str, float], float | None]:
@@ -426,15 +432,10 @@ def targets_for_budget(scan: dict[str, list[tuple[float, float]]], baseline_metr
     """
     max_kept = _check_fraction(max_kept, "max_kept")
     _check_non_negative(tolerance, "tolerance")
-    total = sum(layer_sizes[n] for n in scan)
-
-    def kept(targets):
-        return sum(layer_sizes[n] * (1.0 - s) for n, s in targets.items()) / total
-
     drops = sorted({max(baseline_metric - m, 0.0) for curve in scan.values() for _, m in curve} | {tolerance})
     for t in drops:
         targets = targets_from_sensitivity(scan, baseline_metric, t, max_sparsity)
-        if kept(targets) <= max_kept:
+        if kept_share(targets, layer_sizes) <= max_kept:
             return targets, t
     return {n: max((s for s, _ in curve if s <= max_sparsity), default=0.0) for n, curve in scan.items()}, None
 
@@ -455,7 +456,6 @@ def targets_by_cost_per_weight(scan: dict[str, list[tuple[float, float]]], basel
     """
     max_kept = _check_fraction(max_kept, "max_kept")
     max_sparsity = _check_fraction(max_sparsity, "max_sparsity")
-    total = sum(layer_sizes[n] for n in scan)
     envelopes = {}
     for name, curve in scan.items():
         points, worst = [], 0.0
@@ -466,11 +466,7 @@ def targets_by_cost_per_weight(scan: dict[str, list[tuple[float, float]]], basel
             points.append((s, worst))
         envelopes[name] = points
     targets, drops = dict.fromkeys(scan, 0.0), dict.fromkeys(scan, 0.0)
-
-    def kept():
-        return sum(layer_sizes[n] * (1.0 - s) for n, s in targets.items()) / total
-
-    while kept() > max_kept + 1e-12:
+    while kept_share(targets, layer_sizes) > max_kept + 1e-12:
         best = None
         for name, points in envelopes.items():
             for s, drop in points:
@@ -484,3 +480,23 @@ def targets_by_cost_per_weight(scan: dict[str, list[tuple[float, float]]], basel
             return targets, None
         _, name, targets[name], drops[name] = best
     return targets, float(sum(drops.values()))
+
+
+ALLOCATIONS = ("tolerance", "cost_per_weight")
+
+
+def allocate_budget(allocation: str, scan: dict[str, list[tuple[float, float]]], baseline_metric: float,
+                    layer_sizes: dict[str, int], tolerance: float, max_kept: float
+                    ) -> tuple[dict[str, float], str | None]:
+    """Per-layer targets by the named ``allocation`` (notebook 03): ``targets_for_budget`` for
+    ``"tolerance"``, ``targets_by_cost_per_weight`` for ``"cost_per_weight"``.
+
+    Returns ``(targets, how they were found)``, the second ``None`` when the budget is unreachable.
+    """
+    if allocation == "tolerance":
+        targets, used = targets_for_budget(scan, baseline_metric, layer_sizes, tolerance, max_kept)
+        return targets, None if used is None else f"tolerance used {used:.3f}"
+    if allocation == "cost_per_weight":
+        targets, drop = targets_by_cost_per_weight(scan, baseline_metric, layer_sizes, max_kept)
+        return targets, None if drop is None else f"summed single-layer drop {drop:.3f}"
+    raise ValueError(f"budget_allocation {allocation!r} is unknown; choose one of {', '.join(ALLOCATIONS)}.")

@@ -476,3 +476,16 @@ def test_targets_by_cost_per_weight_distrusts_lucky_points_and_reports_an_unreac
     assert targets == {"a": 0.5, "b": 0.5} and drop is None
     with pytest.raises(ValueError, match="max_kept"):
         pruning.targets_by_cost_per_weight(scan, 0.90, sizes, max_kept=1.5)
+
+
+def test_allocate_budget_dispatches_by_name_and_rejects_unknown_names():
+    scan = {"fc": [(0.5, 0.88), (0.9, 0.87), (0.99, 0.80)], "conv": [(0.5, 0.87), (0.9, 0.70)]}
+    sizes = {"fc": 1000, "conv": 10}
+    assert pruning.allocate_budget("tolerance", scan, 0.90, sizes, 0.0, 0.5) == \
+        ({"fc": 0.9, "conv": 0.5}, "tolerance used 0.030")
+    assert pruning.allocate_budget("cost_per_weight", scan, 0.90, sizes, 0.0, 0.5) == \
+        ({"fc": 0.9, "conv": 0.0}, "summed single-layer drop 0.030")
+    assert pruning.allocate_budget("cost_per_weight", scan, 0.90, sizes, 0.0, 0.001)[1] is None
+    assert pruning.kept_share({"fc": 0.9, "conv": 0.5}, sizes) == pytest.approx(105 / 1010)
+    with pytest.raises(ValueError, match="budget_allocation 'greedy' is unknown; choose one of tolerance"):
+        pruning.allocate_budget("greedy", scan, 0.90, sizes, 0.0, 0.5)
