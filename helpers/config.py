@@ -3,19 +3,30 @@
 ``ci``: a small stratified slice at tiny sizes, ~1 epoch: each notebook in well under a minute.
 ``cpu``: meaningful results on a 2-core machine. ``gpu``: 224 px photos and real epochs.
 ``paper``: the paper's LeNet experiments on 28x28 digits. ``default_profile()`` follows the device.
+
+Per-model fields are dicts keyed by model name; their ``"default"`` entry serves every other model
+(torchvision's by name, or a user's own module compressed with ``helpers.compress``).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
 
-from .models import MIN_IMAGE_SIZE
+from .models import min_image_size
 from .pruning import ALLOCATIONS
 NATIVE_SIZE = {"mnist": 28, "fashion-mnist": 28, "digits": 8}  # grayscale sets keep their own size
+DEFAULT_KEY = "default"  # a per-model field's entry for models without their own
 
 
-def _per_model(lenet300, lenet5, alexnet, vgg16) -> dict:
-    return {"lenet300": lenet300, "lenet5": lenet5, "alexnet": alexnet, "vgg16": vgg16}
+def _per_model(lenet300, lenet5, alexnet, vgg16, default=None) -> dict:
+    """The paper's four networks, and ``default`` (the AlexNet value if not given) for any other."""
+    return {"lenet300": lenet300, "lenet5": lenet5, "alexnet": alexnet, "vgg16": vgg16,
+            DEFAULT_KEY: alexnet if default is None else default}
+
+
+def for_model_value(per_model: dict, model: str):
+    """One model's entry of a per-model field (its own, else the default entry)."""
+    return per_model[model] if model in per_model else per_model[DEFAULT_KEY]
 
 
 @dataclass(frozen=True)
@@ -31,7 +42,7 @@ class Profile:
     num_workers: int = 0                             # DataLoader workers; 0 keeps 2-core runs simple
     cache_images: bool = True                        # keep decoded, shrunk photos in memory (small sizes)
     # cap on validation batches in scans, per model (cost control; None = the whole split)
-    eval_batches: dict = field(default_factory=lambda: _per_model(None, None, None, None))
+    eval_batches: dict = field(default_factory=lambda: _per_model(None, None, None, None, None))
     # pruning (notebooks 03-04)
     # fine steps where a big fc layer's kept share moves the file size most (0.93 -> 0.95 removes
     # 29% of what is left), so a kept-weight budget is met with less pruning elsewhere
@@ -39,39 +50,43 @@ class Profile:
     sensitivity_tolerance: float = 0.02              # accuracy a single layer's pruning may cost in the scan
     # budget of kept weights (fraction) the per-layer targets must meet: the paper keeps 8% (LeNets),
     # 11% (AlexNet), 7.5% (VGG16); a little less leaves room for the file's headers and code tables
-    target_kept: dict = field(default_factory=lambda: _per_model(0.075, 0.075, 0.08, 0.06))
+    # (other models: BatchNorm CNNs such as ResNets have little redundancy in fc layers, so 15%)
+    target_kept: dict = field(default_factory=lambda: _per_model(0.075, 0.075, 0.08, 0.06, 0.15))
     # how the budget is split among layers: "tolerance" (the largest sparsity within one accuracy
     # tolerance for every layer, the tolerance raised until the budget is met) or "cost_per_weight"
     # (greedily, the pruning steps that cost the least accuracy per weight removed)
-    budget_allocation: dict = field(default_factory=lambda: _per_model(*["tolerance"] * 4))
+    budget_allocation: dict = field(default_factory=lambda: _per_model(*["tolerance"] * 4, "cost_per_weight"))
     prune_rounds: int = 4                            # prune -> retrain rounds toward the targets
-    retrain_epochs: dict = field(default_factory=lambda: _per_model(15, 15, 2, 1))  # per round
+    retrain_epochs: dict = field(default_factory=lambda: _per_model(15, 15, 2, 1, 2))  # per round
     retrain_lr_factor: float = 0.3                   # retraining lr = baseline lr x this (paper: lower lr)
     # trained quantization (notebook 05)
     conv_bits: int = 8
     fc_bits: int = 5
-    quant_epochs: dict = field(default_factory=lambda: _per_model(2, 2, 1, 1))
+    quant_epochs: dict = field(default_factory=lambda: _per_model(2, 2, 1, 1, 1))
     quant_lr_factor: float = 0.01                    # centroid fine-tuning lr = baseline lr x this
+    # data-parallel processes for the training stages (torch.distributed; 1 = this process only)
+    world_size: int = 1
 
     def for_model(self, model: str, dataset: str = "sea-animals") -> dict:
         """The settings one notebook needs for one model on one dataset."""
-        if self.budget_allocation[model] not in ALLOCATIONS:
-            raise ValueError(f"budget_allocation {self.budget_allocation[model]!r} for {model} is unknown; "
+        pick = lambda per_model: for_model_value(per_model, model)
+        if pick(self.budget_allocation) not in ALLOCATIONS:
+            raise ValueError(f"budget_allocation {pick(self.budget_allocation)!r} for {model} is unknown; "
                              f"choose one of {', '.join(ALLOCATIONS)}.")
-        size = NATIVE_SIZE.get(dataset, self.image_size.get(model, 32))
-        size = max(size, MIN_IMAGE_SIZE[model])  # e.g. digits (8 px) are upscaled for LeNet-5
-        return {"image_size": size, "per_class": dict(self.per_class), "epochs": self.epochs[model],
-                "batch_size": self.batch_size[model], "lr": self.lr[model],
+        size = NATIVE_SIZE.get(dataset, pick(self.image_size))
+        size = max(size, min_image_size(model))  # e.g. digits (8 px) are upscaled for LeNet-5
+        return {"image_size": size, "per_class": dict(self.per_class), "epochs": pick(self.epochs),
+                "batch_size": pick(self.batch_size), "lr": pick(self.lr),
                 "weight_decay": self.weight_decay, "warmup_epochs": self.warmup_epochs,
                 "num_workers": self.num_workers, "cache_images": self.cache_images,
-                "eval_batches": self.eval_batches[model],
+                "eval_batches": pick(self.eval_batches),
                 "sensitivity_sparsities": list(self.sensitivity_sparsities),
-                "sensitivity_tolerance": self.sensitivity_tolerance, "target_kept": self.target_kept[model],
-                "budget_allocation": self.budget_allocation[model],
-                "prune_rounds": self.prune_rounds, "retrain_epochs": self.retrain_epochs[model],
+                "sensitivity_tolerance": self.sensitivity_tolerance, "target_kept": pick(self.target_kept),
+                "budget_allocation": pick(self.budget_allocation),
+                "prune_rounds": self.prune_rounds, "retrain_epochs": pick(self.retrain_epochs),
                 "retrain_lr_factor": self.retrain_lr_factor, "conv_bits": self.conv_bits,
-                "fc_bits": self.fc_bits, "quant_epochs": self.quant_epochs[model],
-                "quant_lr_factor": self.quant_lr_factor}
+                "fc_bits": self.fc_bits, "quant_epochs": pick(self.quant_epochs),
+                "quant_lr_factor": self.quant_lr_factor, "world_size": self.world_size}
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -80,64 +95,65 @@ class Profile:
 PROFILES = {
     "ci": Profile(
         name="ci",
-        image_size=_per_model(16, 16, 63, 32),
+        image_size=_per_model(16, 16, 63, 32, 32),
         per_class={"train": 6, "val": 2, "test": 2},
-        epochs=_per_model(1, 1, 1, 1),
-        batch_size=_per_model(16, 16, 16, 16),
-        lr=_per_model(0.05, 0.01, 0.01, 0.01),
-        eval_batches=_per_model(2, 2, 2, 2),
+        epochs=_per_model(1, 1, 1, 1, 1),
+        batch_size=_per_model(16, 16, 16, 16, 16),
+        lr=_per_model(0.05, 0.01, 0.01, 0.01, 0.01),
+        eval_batches=_per_model(2, 2, 2, 2, 2),
         sensitivity_sparsities=(0.5, 0.95),
         prune_rounds=2,
-        retrain_epochs=_per_model(1, 1, 1, 1),
-        quant_epochs=_per_model(1, 1, 1, 1),
+        retrain_epochs=_per_model(1, 1, 1, 1, 1),
+        quant_epochs=_per_model(1, 1, 1, 1, 1),
     ),
     "cpu": Profile(
         name="cpu",
-        image_size=_per_model(32, 32, 64, 32),
-        epochs=_per_model(30, 30, 25, 10),
+        # other models (torchvision's ResNets, MobileNets...): 64 px, 15 epochs
+        image_size=_per_model(32, 32, 64, 32, 64),
+        epochs=_per_model(30, 30, 25, 10, 15),
         # AlexNet's and VGG16's step times are dominated by their big fc layers (55M, 120M weights)
         # and the optimizer's pass over them, so a large batch costs little more per step
-        batch_size=_per_model(64, 64, 128, 64),
+        batch_size=_per_model(64, 64, 128, 64, 64),
         # VGG16 (no batch norm) is still improving after 10 epochs, and its conv layers are slow to
         # recover from pruning: 3-epoch rounds
-        retrain_epochs=_per_model(15, 15, 2, 3),
-        lr=_per_model(0.05, 0.01, 0.02, 0.01),
+        retrain_epochs=_per_model(15, 15, 2, 3, 2),
+        lr=_per_model(0.05, 0.01, 0.02, 0.01, 0.05),
         warmup_epochs=1,
         # a VGG16 forward costs ~0.5 GFLOP an image: its 16-layer x 13-point scan over 512
         # validation images took 456 s on 2 cores (runs/sea-cpu), over 1,280 it would take ~19 minutes
-        eval_batches=_per_model(10, 10, 10, 4),
+        eval_batches=_per_model(10, 10, 10, 4, 4),
         # VGG16's conv survivors cost ~10 bits each in the file (8-bit indices, dense gaps), more
         # than the fc layers' 5-bit ones: 5.5% kept leaves room above the paper's 49x
-        target_kept=_per_model(0.075, 0.075, 0.08, 0.055),
+        target_kept=_per_model(0.075, 0.075, 0.08, 0.055, 0.15),
         # one tolerance for all layers left VGG16's fc6 at 4% and cut its conv layers to 10-20%,
         # which lost 2.9 validation points by the third round; fc6 holds 76% of the weights
-        budget_allocation=_per_model("tolerance", "tolerance", "tolerance", "cost_per_weight"),
+        budget_allocation=_per_model("tolerance", "tolerance", "tolerance", "cost_per_weight", "cost_per_weight"),
     ),
     "gpu": Profile(
         name="gpu",
-        image_size=_per_model(32, 32, 224, 224),
-        epochs=_per_model(60, 60, 40, 30),
-        batch_size=_per_model(256, 256, 128, 64),
-        lr=_per_model(0.05, 0.02, 0.02, 0.01),
+        image_size=_per_model(32, 32, 224, 224, 224),
+        epochs=_per_model(60, 60, 40, 30, 40),
+        batch_size=_per_model(256, 256, 128, 64, 128),
+        lr=_per_model(0.05, 0.02, 0.02, 0.01, 0.05),
         warmup_epochs=2,
         num_workers=8,
         cache_images=False,
     ),
     "paper": Profile(
         name="paper",
-        image_size=_per_model(28, 28, 63, 32),
-        epochs=_per_model(20, 20, 10, 10),
-        batch_size=_per_model(64, 64, 64, 64),
-        lr=_per_model(0.05, 0.01, 0.01, 0.01),
+        image_size=_per_model(28, 28, 63, 32, 32),
+        epochs=_per_model(20, 20, 10, 10, 10),
+        batch_size=_per_model(64, 64, 64, 64, 64),
+        lr=_per_model(0.05, 0.01, 0.01, 0.01, 0.05),
         weight_decay=5e-4,
         warmup_epochs=1,
-        eval_batches=_per_model(10, 10, 10, 10),
+        eval_batches=_per_model(10, 10, 10, 10, 10),
         sensitivity_tolerance=0.005,
         # the paper keeps 8% of both LeNets; a little less leaves room for the file's own overhead
         # (a 5% budget with 3-epoch rounds cost Fashion-MNIST LeNets 1.3-2.2 points)
-        target_kept=_per_model(0.07, 0.07, 0.11, 0.075),
+        target_kept=_per_model(0.07, 0.07, 0.11, 0.075, 0.15),
         prune_rounds=5,
-        retrain_epochs=_per_model(6, 6, 2, 1),
+        retrain_epochs=_per_model(6, 6, 2, 1, 2),
     ),
 }
 

@@ -1,7 +1,11 @@
-"""Model registry: ``create(name, num_classes, ...)`` builds the four networks of the paper.
+"""Model registry: ``create(name, num_classes, ...)`` builds the paper's four networks and, by their
+torchvision name, torchvision's classification models (``resnet18``, ``mobilenet_v3_small``,
+``efficientnet_b0``, ... through ``torchvision.models.get_model``, like timm's ``create_model``).
 
 Every model built here remembers its constructor arguments in ``model.create_args`` so that a
-compressed file can rebuild it through the same registry (notebook 06).
+compressed file can rebuild it through the same registry (notebook 06). A model of the user's own
+class has no registry name; its file is loaded into an instance the user passes
+(``helpers.load_compressed(path, model=MyNet())``).
 """
 
 from __future__ import annotations
@@ -11,6 +15,9 @@ from torch import nn
 
 # Smallest input side each architecture accepts (AlexNet's stride-4 stem and three max-pools need 63 px).
 MIN_IMAGE_SIZE = {"lenet300": 1, "lenet5": 12, "alexnet": 63, "vgg16": 32}
+# torchvision's classifiers end in adaptive pooling; 32 px passes every downsampling stage of the
+# ResNets, MobileNets and EfficientNets (a few others need more and fail at their first forward)
+TORCHVISION_MIN_IMAGE_SIZE = 32
 
 
 class LeNet300(nn.Module):
@@ -82,15 +89,19 @@ def _imagenet_weights(enum_name):
     import torchvision.models as tvm
 
     weights = getattr(tvm, enum_name).IMAGENET1K_V1
+    _fetch_weights(weights, f"{enum_name}.IMAGENET1K_V1")
+    return weights
+
+
+def _fetch_weights(weights, label: str) -> None:
     try:
         weights.get_state_dict(progress=False)  # fetch into torch hub's cache now, to fail here clearly
     except Exception as exc:  # urllib raises several unrelated types for "no network"
         raise RuntimeError(
-            f"Could not download torchvision's ImageNet weights ({enum_name}.IMAGENET1K_V1): {exc}. "
+            f"Could not download torchvision's ImageNet weights ({label}): {exc}. "
             "Connect to the internet once (they are cached under ~/.cache/torch/hub), copy the cached "
             "file there by hand, or build the model with pretrained=False."
         ) from exc
-    return weights
 
 
 def _lenet300(num_classes, in_channels, image_size, pretrained):
@@ -106,25 +117,81 @@ PRETRAINED_AVAILABLE = {"alexnet", "vgg16"}
 
 
 def names() -> list[str]:
+    """The paper's four networks (the runner's default set)."""
     return list(_REGISTRY)
+
+
+def torchvision_names() -> list[str]:
+    """torchvision's classification models, by the names ``torchvision.models.get_model`` takes."""
+    import torchvision.models as tvm
+
+    return [n for n in tvm.list_models(module=tvm) if n not in _REGISTRY]
+
+
+def is_known(name) -> bool:
+    return isinstance(name, str) and (name in _REGISTRY or name in torchvision_names())
+
+
+def min_image_size(name: str) -> int:
+    return MIN_IMAGE_SIZE.get(name, TORCHVISION_MIN_IMAGE_SIZE)
+
+
+def _torchvision(name, num_classes, in_channels, pretrained):
+    import torchvision.models as tvm
+
+    if pretrained:
+        weights = tvm.get_model_weights(name).DEFAULT
+        _fetch_weights(weights, f"{name} {weights}")
+        model = tvm.get_model(name, weights=weights)
+        _replace_last_linear(model, num_classes)
+    else:
+        model = tvm.get_model(name, weights=None, num_classes=num_classes)
+    if in_channels != 3:
+        _replace_first_conv(model, in_channels)
+    return model
+
+
+def _replace_last_linear(model: nn.Module, num_classes: int) -> None:
+    """A pretrained classifier's head, resized to ``num_classes`` (freshly initialised)."""
+    name, last = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)][-1]
+    _set_submodule(model, name, nn.Linear(last.in_features, num_classes, bias=last.bias is not None))
+
+
+def _replace_first_conv(model: nn.Module, in_channels: int) -> None:
+    name, first = next((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d))
+    if first.groups != 1:
+        raise ValueError(f"cannot change the input channels of {type(model).__name__}: its first "
+                         "convolution is grouped; use 3-channel images.")
+    _set_submodule(model, name, nn.Conv2d(in_channels, first.out_channels, first.kernel_size, first.stride,
+                                          first.padding, first.dilation, bias=first.bias is not None))
+
+
+def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, module)
 
 
 def create(name: str, num_classes: int, in_channels: int = 3, image_size: int = 28,
            pretrained: bool = False) -> nn.Module:
-    """Build a registered model; ``model.create_args`` holds the arguments for rebuilding it."""
-    if name not in _REGISTRY:
-        raise ValueError(f"Unknown model {name!r}; choose one of {', '.join(_REGISTRY)}.")
+    """Build a registered or torchvision model; ``model.create_args`` holds the arguments for rebuilding it."""
+    if not is_known(name):
+        raise ValueError(f"Unknown model {name!r}; choose one of {', '.join(_REGISTRY)} or a torchvision "
+                         "classification model (e.g. resnet18, mobilenet_v3_small, efficientnet_b0; "
+                         "helpers.models.torchvision_names() lists them).")
     if num_classes < 1 or in_channels < 1:
         raise ValueError(f"num_classes and in_channels must be positive, got {num_classes}, {in_channels}.")
-    if image_size < MIN_IMAGE_SIZE[name]:
+    if image_size < min_image_size(name):
         raise ValueError(
-            f"{name} needs inputs of at least {MIN_IMAGE_SIZE[name]} px, got image_size={image_size}; "
+            f"{name} needs inputs of at least {min_image_size(name)} px, got image_size={image_size}; "
             "raise the profile's image size."
         )
-    if pretrained and name not in PRETRAINED_AVAILABLE:
+    if pretrained and name in _REGISTRY and name not in PRETRAINED_AVAILABLE:
         raise ValueError(f"No pretrained weights for {name}; pretrained=True works for "
-                         f"{', '.join(sorted(PRETRAINED_AVAILABLE))}.")
-    model = _REGISTRY[name](num_classes, in_channels, image_size, pretrained)
+                         f"{', '.join(sorted(PRETRAINED_AVAILABLE))} and torchvision's models.")
+    if name in _REGISTRY:
+        model = _REGISTRY[name](num_classes, in_channels, image_size, pretrained)
+    else:
+        model = _torchvision(name, num_classes, in_channels, pretrained)
     model.create_args = {"name": name, "num_classes": num_classes, "in_channels": in_channels,
                          "image_size": image_size}
     return model

@@ -49,7 +49,9 @@ def main(argv=None) -> int:
     parser.add_argument("--dataset", default="sea-animals", choices=data.DATASETS)
     parser.add_argument("--data-dir", default="", help="dataset folder (default: $SEA_ANIMALS_DIR, "
                         "data/sea-animals, or a kagglehub download)")
-    parser.add_argument("--model", nargs="+", default=models.names(), choices=models.names())
+    parser.add_argument("--model", nargs="+", default=models.names(), metavar="NAME",
+                        help=f"{' '.join(models.names())} (the default) or a torchvision classification "
+                        "model by name, e.g. resnet18 mobilenet_v3_small")
     parser.add_argument("--profile", default=None, choices=sorted(PROFILES),
                         help="run size (default: gpu when CUDA is available, else cpu)")
     parser.add_argument("--out", default=None, help="run folder (default: runs/<dataset>-<profile>)")
@@ -60,6 +62,10 @@ def main(argv=None) -> int:
                         help="change profile fields for this run, e.g. --set retrain_epochs=15 "
                         "target_kept=0.08 (values are JSON; a plain value applies to every model run)")
     args = parser.parse_args(argv)
+    unknown = [m for m in args.model if not models.is_known(m)]
+    if unknown:
+        parser.error(f"unknown model(s) {unknown}: choose from {', '.join(models.names())} or a torchvision "
+                     "classification model (python -c 'import helpers.models as m; print(m.torchvision_names())')")
     try:
         overrides = parse_overrides(args.overrides)
     except ValueError as exc:
