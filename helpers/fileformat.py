@@ -274,15 +274,20 @@ def save_compressed(path, create_args, layers, other_tensors=None, metadata=None
 
 
 def save_model(model, path, metadata=None, **kwargs) -> int:
-    """Save a quantized model: its ``export_quantized`` layers, plus every other state_dict tensor."""
+    """Save a quantized model: its ``export_quantized`` layers, plus every other state_dict tensor.
+
+    A registry model (``helpers.models.create``) records its constructor arguments and rebuilds
+    itself on loading; any other module records its class name, and loads into an instance the
+    user passes (``load_compressed(path, model=MyNet())``).
+    """
     from .quantization import export_quantized
 
-    if not hasattr(model, "create_args"):
-        raise ValueError("model has no create_args; build it with helpers.models.create")
+    create_args = getattr(model, "create_args", None) or {"class": f"{type(model).__module__}."
+                                                                    f"{type(model).__qualname__}"}
     layers = export_quantized(model)
     skip = {f"{name}.weight" for name in layers}
     others = {k: v for k, v in model.state_dict().items() if "parametrizations." not in k and k not in skip}
-    return save_compressed(path, model.create_args, layers, others, metadata, **kwargs)
+    return save_compressed(path, create_args, layers, others, metadata, **kwargs)
 
 
 # ----------------------------------------------------------------------------- reading
@@ -482,8 +487,14 @@ def read_compressed(path, max_elements: int = MAX_ELEMENTS) -> Contents:
 
 
 # ----------------------------------------------------------------------------- the model
-def load_compressed(path, map_location="cpu", quantized: bool = True, max_elements: int = MAX_ELEMENTS):
-    """Rebuild the ``nn.Module`` of a compressed file through ``helpers.models.create``.
+def load_compressed(path, map_location="cpu", quantized: bool = True, max_elements: int = MAX_ELEMENTS,
+                    model=None):
+    """Rebuild the ``nn.Module`` of a compressed file.
+
+    A file of a registry model (the paper's four, torchvision's by name) rebuilds itself through
+    ``helpers.models.create``; pass ``model=`` (a fresh instance of the same architecture) for a
+    file of your own class, or to load into an instance you built. Every stored shape is checked
+    against the model before anything is allocated.
 
     ``quantized``: install the layers with ``helpers.quantization.import_quantized`` (weight =
     ``codebook[indices] * mask``, the codebook trainable; the same state_dict as after
@@ -491,37 +502,17 @@ def load_compressed(path, map_location="cpu", quantized: bool = True, max_elemen
     int64 index tensor is built. False gives plain dense Parameters of the same values.
     The file's metadata becomes ``model.metadata``.
     """
-    from . import models, quantization
+    from . import quantization
 
     p = parse(_read(path), max_elements)
-    args = p.header["create_args"]
-    _need(set(args) <= CREATE_KEYS and "name" in args, f"create_args {args} are not a registry call")
-    try:
-        with torch.device("meta"):  # shapes only: parameter init would be wasted work here
-            model = models.create(**args)
-    except (TypeError, ValueError, RuntimeError, OverflowError) as exc:
-        raise CompressedFileError(f"cannot build the model the file describes ({args}): {exc}") from exc
+    model = skeleton(p.header, model, max_elements)
     expected = model.state_dict()
-    _need(sum(t.numel() for t in expected.values()) <= max_elements, "model too large (raise max_elements)")
-    found = models.compressible_layers(model)
-    for name, s in p.layers.items():
-        _need(name in found and tuple(found[name].weight.shape) == s.shape,
-              f"layer {name!r} {s.shape} is not a weight of {args['name']}")
-    stored = {f"{n}.weight" for n in p.layers} | set(p.tensors)
-    _need(stored == set(expected), f"file and model disagree on tensors: missing "
-          f"{sorted(set(expected) - stored)[:5]}, unexpected {sorted(stored - set(expected))[:5]}")
-    for name, t in p.tensors.items():
-        _need(t.shape == expected[name].shape and t.dtype == expected[name].dtype,
-              f"tensor {name!r} is {t.dtype} {tuple(t.shape)}, the model wants "
-              f"{expected[name].dtype} {tuple(expected[name].shape)}")
-    if any(k not in expected for k, _ in model.named_buffers()):
-        model = models.create(**args)  # non-persistent buffers need their real initialisation
-    # Everything is validated: now allocate. A quantized layer's weight is only a placeholder
-    # (uninitialised, its pages never touched) that import_quantized turns into the codebook.
+    _check_fits(p, expected, model)
     values = dict(p.tensors)
     for n, s in p.layers.items():
+        # a placeholder (uninitialised, its pages never touched) that import_quantized replaces
         values[f"{n}.weight"] = torch.empty(s.shape, dtype=torch.float32) if quantized else s.dense()
-    model.load_state_dict(values, assign=True)  # replaces the meta tensors; Parameters stay Parameters
+    model.load_state_dict(values, assign=True)  # replaces meta tensors; Parameters stay Parameters
     if quantized:
         try:  # parse has checked the survivors; import_quantized checks them again, cheaply
             quantization.import_quantized(model, p.layers)
@@ -529,6 +520,60 @@ def load_compressed(path, map_location="cpu", quantized: bool = True, max_elemen
             raise CompressedFileError(f"cannot install the quantized layers: {exc}") from exc
     model.metadata = p.header["metadata"]
     return model.to(map_location)
+
+
+def skeleton(header: dict, model=None, max_elements: int = MAX_ELEMENTS):
+    """The module a parsed file's weights go into: ``model`` if given, else built from create_args.
+
+    A registry model is built on the meta device (shapes only: initialising parameters would be
+    wasted work), unless it has non-persistent buffers, which need their real initialisation.
+    """
+    from torch import nn
+
+    from . import models
+
+    args = header["create_args"]
+    if model is not None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model= must be an nn.Module instance, got {type(model).__name__}")
+        from . import quantization
+
+        return quantization.remove_sharing(model)  # a pruned or quantized instance: plain weights again
+    if "name" not in args:
+        raise CompressedFileError(
+            f"{header.get('create_args', {}).get('class', 'a model')} is not in the model registry, so the "
+            "file cannot rebuild it: pass a fresh instance of it, load_compressed(path, model=MyNet(...)).")
+    _need(set(args) <= CREATE_KEYS and models.is_known(args["name"]),
+          f"create_args {args} are not a registry call")
+    try:
+        with torch.device("meta"):
+            built = models.create(**args)
+    except (TypeError, ValueError, RuntimeError, OverflowError) as exc:
+        raise CompressedFileError(f"cannot build the model the file describes ({args}): {exc}") from exc
+    _need(sum(t.numel() for t in built.state_dict().values()) <= max_elements,
+          "model too large (raise max_elements)")
+    if any(k not in built.state_dict() for k, _ in built.named_buffers()):
+        built = models.create(**args)
+    return built
+
+
+def _check_fits(p: "Parsed", expected: dict, model) -> None:
+    """Every stored layer and tensor is one of the model's, with its shape and dtype, and none is missing."""
+    from . import models
+
+    what = p.header["create_args"].get("name") or type(model).__name__
+    found = models.compressible_layers(model)
+    for name, s in p.layers.items():
+        _need(name in found and tuple(found[name].weight.shape) == s.shape,
+              f"layer {name!r} {s.shape} is not a weight of {what}"
+              + (f" (it has {tuple(found[name].weight.shape)})" if name in found else ""))
+    stored = {f"{n}.weight" for n in p.layers} | set(p.tensors)
+    _need(stored == set(expected), f"file and model {what} disagree on tensors: missing "
+          f"{sorted(set(expected) - stored)[:5]}, unexpected {sorted(stored - set(expected))[:5]}")
+    for name, t in p.tensors.items():
+        _need(t.shape == expected[name].shape and t.dtype == expected[name].dtype,
+              f"tensor {name!r} is {t.dtype} {tuple(t.shape)}, the model wants "
+              f"{expected[name].dtype} {tuple(expected[name].shape)}")
 
 
 # ----------------------------------------------------------------------------- size accounting

@@ -366,6 +366,15 @@ def quantize_model(model: nn.Module, bits: dict | None = None, conv_bits: int = 
     return result
 
 
+def remove_sharing(model: nn.Module) -> nn.Module:
+    """Plain dense weights again in every Conv2d/Linear (weight sharing and pruning masks baked in)."""
+    from .models import compressible_layers
+
+    for module in compressible_layers(model).values():
+        _bake_weight(module)
+    return model
+
+
 def export_quantized(model: nn.Module) -> dict[str, QuantizedLayer]:
     """Current (e.g. fine-tuned) codebooks of all quantized layers: detached float32 on the CPU."""
     from .models import compressible_layers
