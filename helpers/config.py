@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 from .models import min_image_size
 from .pruning import ALLOCATIONS
+from .validation import SettingsError, check_overrides, check_settings  # noqa: F401 (config's API)
 NATIVE_SIZE = {"mnist": 28, "fashion-mnist": 28, "digits": 8}  # grayscale sets keep their own size
 DEFAULT_KEY = "default"  # a per-model field's entry for models without their own
 
@@ -71,7 +72,7 @@ class Profile:
         """The settings one notebook needs for one model on one dataset."""
         pick = lambda per_model: for_model_value(per_model, model)
         if pick(self.budget_allocation) not in ALLOCATIONS:
-            raise ValueError(f"budget_allocation {pick(self.budget_allocation)!r} for {model} is unknown; "
+            raise SettingsError(f"budget_allocation {pick(self.budget_allocation)!r} for {model} is unknown; "
                              f"choose one of {', '.join(ALLOCATIONS)}.")
         size = NATIVE_SIZE.get(dataset, pick(self.image_size))
         size = max(size, min_image_size(model))  # e.g. digits (8 px) are upscaled for LeNet-5
@@ -105,6 +106,22 @@ PROFILES = {
         prune_rounds=2,
         retrain_epochs=_per_model(1, 1, 1, 1, 1),
         quant_epochs=_per_model(1, 1, 1, 1, 1),
+    ),
+    # the README's offline demo: all of scikit-learn's 1,797 digits (8 px; LeNet-5 sees them at 16 px),
+    # both LeNets through every stage in a few minutes on 2 cores
+    "demo": Profile(
+        name="demo",
+        image_size=_per_model(16, 16, 63, 32, 32),
+        epochs=_per_model(15, 15, 3, 3, 3),
+        batch_size=_per_model(32, 32, 32, 32, 32),
+        lr=_per_model(0.05, 0.02, 0.01, 0.01, 0.01),
+        warmup_epochs=1,
+        eval_batches=_per_model(None, None, 4, 4, 4),
+        sensitivity_sparsities=(0.5, 0.7, 0.8, 0.9, 0.95),
+        target_kept=_per_model(0.1, 0.1, 0.11, 0.075, 0.15),
+        prune_rounds=2,
+        retrain_epochs=_per_model(4, 4, 1, 1, 1),
+        quant_epochs=_per_model(2, 2, 1, 1, 1),
     ),
     "cpu": Profile(
         name="cpu",
@@ -163,7 +180,7 @@ def get_profile(name: str | None = None, **overrides) -> Profile:
     """A named profile (None = the device's default), with any field overridden."""
     name = name or default_profile()
     if name not in PROFILES:
-        raise ValueError(f"Unknown profile {name!r}; choose one of {', '.join(PROFILES)}.")
+        raise SettingsError(f"Unknown profile {name!r}; choose one of {', '.join(PROFILES)}.")
     return replace(PROFILES[name], **overrides) if overrides else PROFILES[name]
 
 
@@ -181,12 +198,8 @@ def apply_overrides(profile: Profile, model: str, overrides: dict | None) -> Pro
     """
     if not overrides:
         return profile
-    if not isinstance(overrides, dict):
-        raise ValueError(f"overrides must be a dict of profile fields, got {overrides!r}.")
     fields = profile.to_dict()
-    unknown = sorted(k for k in overrides if k not in fields or k == "name")
-    if unknown:
-        raise ValueError(f"Unknown profile field(s) {unknown}; fields are {', '.join(k for k in fields if k != 'name')}.")
+    check_overrides(fields, overrides, is_model_key)
     changes = {}
     for key, value in overrides.items():
         current = fields[key]
@@ -197,6 +210,26 @@ def apply_overrides(profile: Profile, model: str, overrides: dict | None) -> Pro
         else:
             changes[key] = value
     return replace(profile, **changes)
+
+
+def is_model_key(key) -> bool:
+    """Whether ``key`` may key a per-model field: the paper's four, ``"default"``, or a registry name."""
+    from .models import is_known
+
+    return key in _per_model(*"abcd") or is_known(key)
+
+
+def settings_for(profile: str | None, model: str, dataset: str = "sea-animals", overrides=None) -> dict:
+    """One model's checked settings (``Profile.for_model`` after the overrides); ``SettingsError`` if bad."""
+    from .data import DATASETS
+
+    if dataset not in DATASETS:
+        raise SettingsError(f"dataset = {dataset!r} is unknown; choose one of {', '.join(DATASETS)}.")
+    if not is_model_key(model) or model == DEFAULT_KEY:
+        raise SettingsError(f"model {model!r} is unknown; choose lenet300, lenet5, alexnet, vgg16 or a "
+                            "torchvision classification model by name.")
+    prof = apply_overrides(get_profile(profile), model, overrides)
+    return check_settings(prof.for_model(model, dataset), model)
 
 
 def resolve_settings(dataset="", data_dir="", model_name="", profile="", run_dir="", seed=0,
@@ -221,10 +254,13 @@ def resolve_settings(dataset="", data_dir="", model_name="", profile="", run_dir
             raise ValueError(f"$DC_OVERRIDES is not valid JSON ({exc}); "
                              'write it like \'{"retrain_epochs": 15}\'.') from None
     overrides = dict(overrides or {})
-    prof = apply_overrides(get_profile(profile or os.environ.get("DC_PROFILE") or None), model_name, overrides)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise SettingsError(f"seed = {seed!r} is not allowed: use an integer.")
+    profile = profile or os.environ.get("DC_PROFILE") or default_profile()
+    checked = settings_for(profile, model_name, dataset, overrides)  # before any folder is made
     run_dir = Path(run_dir or os.environ.get("DC_RUN_DIR") or "../runs/notebook")
     model_dir = run_dir / model_name
     model_dir.mkdir(parents=True, exist_ok=True)
-    return {"dataset": dataset, "data_dir": data_dir, "model_name": model_name, "profile": prof.name,
+    return {"dataset": dataset, "data_dir": data_dir, "model_name": model_name, "profile": profile,
             "overrides": overrides, "run_dir": run_dir, "model_dir": model_dir,
-            "split_file": run_dir / "split.json", "seed": int(seed), **prof.for_model(model_name, dataset)}
+            "split_file": run_dir / "split.json", "seed": int(seed), **checked}

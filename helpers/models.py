@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 # Smallest input side each architecture accepts (AlexNet's stride-4 stem and three max-pools need 63 px).
-MIN_IMAGE_SIZE = {"lenet300": 1, "lenet5": 12, "alexnet": 63, "vgg16": 32}
+MIN_IMAGE_SIZE = {"lenet300": 1, "lenet5": 16, "alexnet": 63, "vgg16": 32}
 # torchvision's classifiers end in adaptive pooling; 32 px passes every downsampling stage of the
 # ResNets, MobileNets and EfficientNets (a few others need more and fail at their first forward)
 TORCHVISION_MIN_IMAGE_SIZE = 32
