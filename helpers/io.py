@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -38,3 +39,21 @@ def atomic_torch_save(obj, path) -> Path:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     return atomic_write_bytes(path, buffer.getvalue())
+
+
+# mkstemp's names above: "." + the target's name + "." + 8 random characters + ".tmp"
+_TEMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")
+
+
+def remove_stale_temp_files(folder) -> list[Path]:
+    """Delete the temp files that writes killed mid-way (SIGKILL, power loss) left under ``folder``.
+
+    Call it only while no other process writes there (the runner holds the run folder's lock).
+    Returns the removed paths.
+    """
+    removed = []
+    for path in sorted(Path(folder).rglob(".*.tmp")):
+        if path.is_file() and not path.is_symlink() and _TEMP_NAME.match(path.name):
+            path.unlink()
+            removed.append(path)
+    return removed

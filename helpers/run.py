@@ -5,22 +5,30 @@
 Notebook 01 (the data) runs once per run folder, notebooks 02-06 once per model into
 ``runs/NAME/<model>/`` (executed copies with their figures, plus ``metrics.json``), and notebook 07
 (the comparison) once at the end over every model's results.
+
+The terminal shows one line per notebook and the notebooks' progress lines (``helpers.progress``:
+one per epoch, round or stage); everything else the kernels print (cell output, tqdm bars, the
+kernel's own warnings) goes to ``runs/NAME/runner.log``. Every setting is checked for every model
+before the first notebook starts, and the run folder is locked against a second runner.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
-from . import data, models
-from .config import PROFILES, default_profile
+from . import config, data, models, progress
+from .io import remove_stale_temp_files
+from .lock import RunFolderBusy, RunLock, describe
 from .reporting import write_json
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 RUN_LEVEL_FIRST, RUN_LEVEL_LAST = ("01",), ("07",)
+LOG_NAME = "runner.log"
 
 
 def notebooks(selected=None) -> list[Path]:
@@ -30,20 +38,64 @@ def notebooks(selected=None) -> list[Path]:
     return found
 
 
-def execute(notebook: Path, output: Path, parameters: dict, log) -> float:
+class KernelOutput:
+    """A papermill ``stdout_file``: every line goes to the log, progress lines also to the terminal."""
+
+    def __init__(self, log_file, show):
+        self.log_file, self.show, self._partial = log_file, show, ""
+
+    def write(self, text: str) -> None:
+        self.log_file.write(text)
+        lines = (self._partial + text).replace("\r", "\n").split("\n")
+        self._partial = lines.pop()
+        for line in lines:
+            shown = progress.strip_marker(line)
+            if shown is not None:
+                self.show(f"  {shown}")
+
+    def flush(self) -> None:
+        self.log_file.flush()
+
+
+def quiet_kernel_manager(log_file):
+    """A kernel manager class whose kernels write their own stderr (``[IPKernelApp] WARNING | ...``) to the log."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class QuietKernelManager(AsyncKernelManager):
+        async def _async_launch_kernel(self, kernel_cmd, **kw):
+            kw["stderr"] = log_file
+            return await super()._async_launch_kernel(kernel_cmd, **kw)
+
+    return QuietKernelManager
+
+
+def execute(notebook: Path, output: Path, parameters: dict, log, log_file) -> float:
+    """Run one notebook with papermill; its output goes to ``log_file``, its progress lines to ``log``."""
     import papermill
 
     output.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    log(f"[run] {notebook.name} -> {output}")
+    log(f"[run] {notebook.stem} ({parameters.get('model_name', '')}) -> {output}")
+    log_file.write(f"\n===== {notebook.name} -> {output}\n")
     papermill.execute_notebook(str(notebook), str(output), parameters=parameters, kernel_name="python3",
-                               cwd=str(NOTEBOOK_DIR), progress_bar=False, log_output=False)
+                               cwd=str(NOTEBOOK_DIR), progress_bar=False, log_output=False,
+                               stdout_file=KernelOutput(log_file, log), stderr_file=log_file,
+                               kernel_manager_class=quiet_kernel_manager(log_file))
     elapsed = time.time() - t0
-    log(f"[run] {notebook.name} done in {elapsed:.0f} s")
+    log(f"[run] {notebook.stem} done in {elapsed:.0f} s")
     return elapsed
 
 
-def main(argv=None) -> int:
+def failure_record(key: str, exc: BaseException, output: Path) -> dict:
+    """What failed, the whole error message, and the executed notebook that shows the traceback."""
+    name = getattr(exc, "ename", None) or type(exc).__name__
+    message = getattr(exc, "evalue", None)
+    message = str(exc).strip() if message is None else str(message).strip()
+    return {"step": key, "model": key.split("/")[0] if "/" in key else None, "error": name,
+            "message": message, "notebook": str(output)}
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m helpers.run", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="sea-animals", choices=data.DATASETS)
@@ -52,7 +104,7 @@ def main(argv=None) -> int:
     parser.add_argument("--model", nargs="+", default=models.names(), metavar="NAME",
                         help=f"{' '.join(models.names())} (the default) or a torchvision classification "
                         "model by name, e.g. resnet18 mobilenet_v3_small")
-    parser.add_argument("--profile", default=None, choices=sorted(PROFILES),
+    parser.add_argument("--profile", default=None, choices=sorted(config.PROFILES),
                         help="run size (default: gpu when CUDA is available, else cpu)")
     parser.add_argument("--out", default=None, help="run folder (default: runs/<dataset>-<profile>)")
     parser.add_argument("--notebooks", nargs="+", default=None, metavar="NN",
@@ -61,57 +113,95 @@ def main(argv=None) -> int:
     parser.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE", dest="overrides",
                         help="change profile fields for this run, e.g. --set retrain_epochs=15 "
                         "target_kept=0.08 (values are JSON; a plain value applies to every model run)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def check_arguments(parser, args) -> tuple[str, Path, dict]:
+    """Everything that can be wrong with the command line, refused before any notebook starts."""
     unknown = [m for m in args.model if not models.is_known(m)]
     if unknown:
         parser.error(f"unknown model(s) {unknown}: choose from {', '.join(models.names())} or a torchvision "
                      "classification model (python -c 'import helpers.models as m; print(m.torchvision_names())')")
     try:
         overrides = parse_overrides(args.overrides)
+        profile = args.profile or config.default_profile()
+        for model in args.model:
+            config.settings_for(profile, model, args.dataset, overrides)
     except ValueError as exc:
         parser.error(str(exc))
-
-    profile = args.profile or default_profile()
     run_dir = Path(args.out or f"runs/{args.dataset}-{profile}").resolve()
-    data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else ""
+    blocking = next((p for p in [run_dir, *run_dir.parents] if p.exists()), None)
+    if blocking is not None and not blocking.is_dir():
+        parser.error(f"--out {args.out or run_dir}: {blocking} is a file, not a folder; pass a folder path "
+                     "(it is created if missing).")
     if args.data_dir and not Path(args.data_dir).exists():
         parser.error(f"--data-dir {args.data_dir} does not exist")
+    if not notebooks(args.notebooks):
+        parser.error(f"no notebooks match {args.notebooks} in {NOTEBOOK_DIR}")
+    return profile, run_dir, overrides
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    profile, run_dir, overrides = check_arguments(parser, args)
+    try:
+        lock = RunLock(run_dir).acquire()
+    except (RunFolderBusy, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
+    try:
+        with open(run_dir / LOG_NAME, "a", encoding="utf-8", buffering=1) as log_file:
+            def log(msg):
+                print(msg, flush=True)
+                log_file.write(msg + "\n")
+
+            if lock.previous:
+                log(f"[run] took over {run_dir}'s lock from {describe(lock.previous)}, which is no longer running")
+            for path in remove_stale_temp_files(run_dir):
+                log(f"[run] removed {path}, left by an interrupted write")
+            return run_all(args, profile, run_dir, overrides, log, log_file)
+    finally:
+        lock.release()
+
+
+def run_all(args, profile, run_dir, overrides, log, log_file) -> int:
+    data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else ""
     base = {"dataset": args.dataset, "data_dir": data_dir, "profile": profile, "run_dir": str(run_dir),
             "seed": args.seed, "overrides": overrides}
     chosen = notebooks(args.notebooks)
-    if not chosen:
-        parser.error(f"no notebooks match {args.notebooks} in {NOTEBOOK_DIR}")
-    log = lambda msg: print(msg, flush=True)
-    timings, failures = {}, []
+    os.environ[progress.ENV_FLAG] = "1"  # the kernels started below inherit it: emit() adds the marker
+    started, timings, failures, status = time.time(), {}, [], {}
 
     def run_one(nb, output, params, key):
         try:
-            timings[key] = execute(nb, output, params, log)
+            timings[key] = execute(nb, output, params, log, log_file)
             return True
-        except Exception as exc:  # papermill's execution error carries the failing cell's traceback
-            failures.append(f"{key}: {type(exc).__name__}: {str(exc).strip().splitlines()[-1][:300]}")
-            log(f"[run] FAILED {key}; the executed notebook {output} shows the error")
+        except Exception as exc:  # papermill's execution error carries the failing cell's error
+            failures.append(failure_record(key, exc, output))
+            log(f"[run] FAILED {key}: {failures[-1]['error']}: {failures[-1]['message']}")
+            log(f"[run] the executed notebook shows where: {output}")
             return False
 
+    log(f"[run] {args.dataset}, profile {profile}, models {' '.join(args.model)}; full log: {run_dir / LOG_NAME}")
     for nb in [n for n in chosen if n.name[:2] in RUN_LEVEL_FIRST]:
         if not run_one(nb, run_dir / nb.name, {**base, "model_name": args.model[0]}, nb.stem):
-            return _finish(run_dir, timings, failures, log)
+            return _finish(run_dir, started, timings, failures, status, log)
     for model in args.model:
+        status[model] = {"status": "ok"}
         for nb in [n for n in chosen if n.name[:2] not in RUN_LEVEL_FIRST + RUN_LEVEL_LAST]:
             if not run_one(nb, run_dir / model / nb.name, {**base, "model_name": model}, f"{model}/{nb.stem}"):
+                status[model] = {"status": "failed", **failures[-1]}
                 break  # later notebooks of this model need this one's outputs
+    _record(run_dir, timings, failures, status)  # notebook 07 reports the failed models too
     for nb in [n for n in chosen if n.name[:2] in RUN_LEVEL_LAST]:
         run_one(nb, run_dir / nb.name, {**base, "model_name": args.model[0]}, nb.stem)
-    return _finish(run_dir, timings, failures, log)
+    return _finish(run_dir, started, timings, failures, status, log)
 
 
 def parse_overrides(items) -> dict:
     """``["retrain_epochs=15", "sensitivity_sparsities=[0.5,0.9]"]`` -> a dict checked against the profile."""
-    import json
-
-    from .config import Profile
-
-    known = set(Profile.__dataclass_fields__) - {"name"}
+    known = set(config.Profile.__dataclass_fields__) - {"name"}
     overrides = {}
     for item in items:
         key, sep, raw = item.partition("=")
@@ -125,17 +215,26 @@ def parse_overrides(items) -> dict:
     return overrides
 
 
-def _finish(run_dir, timings, failures, log) -> int:
-    # Several invocations may share a run folder (one per model): keep the earlier timings.
+def _record(run_dir, timings, failures, status) -> dict:
+    # Several invocations may share a run folder (one per model): keep the earlier timings and the
+    # status of models this invocation did not run.
     previous = run_dir / "runner.json"
     try:
-        earlier = json.loads(previous.read_text()).get("timings_s", {}) if previous.exists() else {}
+        earlier = json.loads(previous.read_text()) if previous.exists() else {}
     except (ValueError, OSError):
         earlier = {}
-    write_json(previous, {"timings_s": {**earlier, **timings}, "failures": failures})
-    log(f"[run] total {sum(timings.values()):.0f} s; results in {run_dir}")
+    record = {"timings_s": {**earlier.get("timings_s", {}), **timings}, "failures": failures,
+              "models": {**earlier.get("models", {}), **status}}
+    write_json(previous, record)
+    return record
+
+
+def _finish(run_dir, started, timings, failures, status, log) -> int:
+    _record(run_dir, timings, failures, status)
+    log(f"[run] total {time.time() - started:.0f} s; results in {run_dir}")
     for failure in failures:
-        log(f"[run] failed: {failure}")
+        log(f"[run] failed: {failure['step']}: {failure['error']}: {failure['message']}\n"
+            f"      executed notebook: {failure['notebook']}")
     return 1 if failures else 0
 
 

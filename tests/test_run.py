@@ -65,3 +65,101 @@ def test_overrides_change_one_model_or_all_fields(tmp_path, monkeypatch):
                                    {"eval_batches": 2, "budget_allocation": "tolerance"})["eval_batches"] == 2
     with pytest.raises(ValueError, match="budget_allocation = 'greedy' .* one of 'tolerance', 'cost_per_weight'"):
         config.resolve_settings("sea-animals", "", "lenet5", "cpu", tmp_path, 0, {"budget_allocation": "greedy"})
+
+
+def run_cli(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "helpers.run", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_every_bad_set_is_refused_before_any_notebook_runs(tmp_path):
+    out = tmp_path / "r"
+    cases = [(["epochs=-1", "per_class=5", "target_kept=0", 'budget_allocation="magic"', "fc_bits=0"],
+              ["epochs = -1", "per_class = 5", "target_kept = 0", "budget_allocation", "fc_bits = 0"]),
+             (['epochs={"lenet-5": 3}', "batch_size=0", "prune_rounds=0"],
+              ["['lenet-5'] name no model", "batch_size = 0", "prune_rounds = 0"]),
+             (['epochs="3"'], ["'3' (a string)"]), (["epochs=1.5"], ["1.5 (a float)"])]
+    for items, messages in cases:
+        proc = run_cli("--dataset", "digits", "--model", "lenet300", "lenet5", "--profile", "ci", "--set", *items,
+                       "--out", str(out))
+        assert proc.returncode == 2 and all(m in proc.stderr for m in messages), (items, proc.stderr)
+        assert "Traceback" not in proc.stderr and not out.exists(), items
+
+
+def test_out_pointing_at_a_file_is_refused(tmp_path):
+    afile = tmp_path / "results.txt"
+    afile.write_text("not a folder")
+    for out in (afile, afile / "run"):
+        proc = run_cli("--dataset", "digits", "--model", "lenet300", "--profile", "ci", "--out", str(out))
+        assert proc.returncode == 2 and "is a file, not a folder" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_second_runner_on_a_folder_in_use_is_refused_naming_the_holder(tmp_path):
+    import os
+
+    from helpers.lock import RunLock
+
+    out = tmp_path / "r"
+    with RunLock(out):
+        proc = run_cli("--dataset", "digits", "--model", "lenet300", "--profile", "ci", "--out", str(out))
+    assert proc.returncode == 3, proc.stderr
+    assert f"in use by another runner: process {os.getpid()}" in proc.stderr
+    assert not (out / "runner.json").exists()
+
+
+def test_a_lock_left_by_a_killed_runner_is_taken_over(tmp_path):
+    import signal
+
+    from helpers.lock import RunFolderBusy, RunLock
+
+    out = tmp_path / "r"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from helpers.lock import RunLock; "
+                               f"RunLock({str(out)!r}).acquire(); print('held', flush=True); time.sleep(60)"],
+                              cwd=REPO, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    try:
+        try:
+            RunLock(out).acquire()
+            raise AssertionError("the lock of a live process was taken")
+        except RunFolderBusy as exc:
+            assert f"process {holder.pid}" in str(exc)
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    lock = RunLock(out).acquire()
+    assert lock.previous["pid"] == holder.pid
+    lock.release()
+    assert RunLock(out).acquire().previous is None  # a clean release leaves no stale record
+
+
+def test_kernel_output_shows_progress_lines_and_logs_everything():
+    import io
+
+    from helpers import progress
+    from helpers.run import KernelOutput
+
+    log, shown = io.StringIO(), []
+    out = KernelOutput(log, shown.append)
+    out.write("cell output\n" + progress.MARKER + "lenet5 02 baseline  epoch 1/3")
+    assert shown == []  # the line is not complete yet
+    out.write("  loss 2.3\n 10%|#  \r" + progress.MARKER + "lenet5 03 round 1/2\n")
+    assert shown == ["  lenet5 02 baseline  epoch 1/3  loss 2.3", "  lenet5 03 round 1/2"]
+    assert "cell output" in log.getvalue() and "10%" in log.getvalue()
+
+
+def test_a_failure_shows_the_whole_message_the_notebook_and_the_wall_time(tmp_path):
+    out = tmp_path / "r"
+    (out / "lenet300").mkdir(parents=True)
+    (out / "lenet300" / ".metrics.json.abcd1234.tmp").write_text("{")  # left by a killed write
+    proc = run_cli("--dataset", "digits", "--model", "lenet300", "--profile", "ci", "--notebooks", "03",
+                   "--out", str(out))
+    assert proc.returncode == 1
+    assert "removed" in proc.stdout and not (out / "lenet300" / ".metrics.json.abcd1234.tmp").exists()
+    assert str(out / "lenet300" / "03_pruning.ipynb") in proc.stdout
+    assert "IPKernelApp" not in proc.stdout + proc.stderr and (out / "runner.log").exists()
+    total = [line for line in proc.stdout.splitlines() if line.startswith("[run] total ")]
+    assert total and total[0] != "[run] total 0 s; results in " + str(out)
+    failure = json.loads((out / "runner.json").read_text())["failures"][0]
+    assert failure["step"] == "lenet300/03_pruning" and failure["notebook"] == str(out / "lenet300" / "03_pruning.ipynb")
+    assert failure["message"] in proc.stdout and len(failure["message"]) > 0
+    assert json.loads((out / "runner.json").read_text())["models"]["lenet300"]["status"] == "failed"
