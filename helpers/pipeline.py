@@ -1,0 +1,471 @@
+"""The Deep Compression pipeline as resumable stage functions, and ``compress`` for any model.
+
+Each stage takes a model (an instance of the architecture: the stage loads what the previous stage
+left in the run folder into it), loaders, a settings dict and the run folder; it writes its
+artefacts there atomically, resumes from what is there, and returns its stage record, the dict that
+goes under ``stages`` in ``metrics.json``::
+
+    train_baseline    -> baseline.pt                         (notebook 02)
+    plan_pruning      -> sensitivity_scan.json, pruning_plan.json (03)
+    prune_and_retrain -> pruned_round<r>.pt, pruned.pt        (04)
+    quantize          -> quantized.pt; int8_baseline: the int8 row (05)
+    encode            -> <model>.dcz, size_report.json        (06)
+
+``compress(model, train_loader, val_loader, out_dir)`` runs them all on a model the user built.
+The settings dict is a notebook's ``config.resolve_settings(...)`` or ``settings_for(profile, ...)``.
+
+Resume only what matches. Before a stage starts it writes ``<stage>.settings.json``: the settings it
+depends on, its upstream stages' included, and the model's parameter shapes. A run folder whose
+record differs (a 60-epoch baseline when ``epochs=3`` is asked) is refused with ``StaleRunError``
+naming each differing setting, never silently resumed: nothing is deleted, the user picks another
+folder or deletes the stage's files. Artefacts without a record (an older version's run) are
+refused the same way, and a stage whose input is missing says which stage to run first.
+
+Which layers are pruned: every Conv2d and Linear is quantized, but a layer with fewer than
+``MIN_PRUNABLE_WEIGHTS`` weights, or a depthwise convolution (one input channel per group: a 3x3
+filter has 9 weights and nothing to spare), is kept whole; the kept-weight budget is met by the
+others. Biases and buffers (BatchNorm running statistics) are stored as they are (fp32).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import config, data, models, pruning, quantization, reporting, training
+from .io import atomic_torch_save
+
+MIN_PRUNABLE_WEIGHTS = 256
+# settings each stage's result depends on (its upstream stages' are added by _fingerprint)
+STAGE_SETTINGS = {
+    "baseline": ("dataset", "image_size", "per_class", "seed", "epochs", "batch_size", "lr", "weight_decay",
+                 "warmup_epochs", "world_size", "trained"),
+    "scan": ("sensitivity_sparsities", "eval_batches"),
+    "plan": ("sensitivity_tolerance", "target_kept", "budget_allocation"),
+    "pruned": ("prune_rounds", "retrain_epochs", "retrain_lr_factor"),
+    "quantized": ("conv_bits", "fc_bits", "quant_epochs", "quant_lr_factor"),
+    "int8": (),
+    "compressed": (),
+}
+SETTING_DEFAULTS = {"trained": False, "world_size": 1}
+# stages cheap enough to redo: a record with other settings is overwritten, not refused
+RECOMPUTED = {"plan", "int8", "compressed"}
+UPSTREAM = {"baseline": None, "scan": "baseline", "plan": "scan", "pruned": "plan", "quantized": "pruned",
+            "int8": "baseline", "compressed": "quantized"}
+# what a stage leaves in the run folder: a finished stage has its first file
+ARTEFACTS = {"baseline": ("baseline.pt", "baseline_checkpoint.pt"), "scan": ("sensitivity_scan.json",),
+             "plan": ("pruning_plan.json",), "pruned": ("pruned.pt", "pruned_round1.pt", "pruned_round1_checkpoint.pt"),
+             "quantized": ("quantized.pt", "quantized_checkpoint.pt"), "int8": (), "compressed": ()}
+
+
+class StaleRunError(RuntimeError):
+    """The run folder holds a stage's results made with other settings; the message says which."""
+
+
+class MissingStageError(FileNotFoundError):
+    """A stage's input is not in the run folder; the message names the stage to run first."""
+
+
+# ----------------------------------------------------------------------------- settings records
+def architecture_key(model: nn.Module) -> str:
+    """A short hash of the model's parameter and buffer names and shapes (not values)."""
+    shapes = sorted((k.replace(".parametrizations.weight.original", ".weight"), tuple(v.shape))
+                    for k, v in _plain_state_shapes(model).items())
+    return hashlib.sha256(repr(shapes).encode()).hexdigest()[:16]
+
+
+def _plain_state_shapes(model: nn.Module) -> dict:
+    """State_dict shapes as the dense model has them (masks, codebooks and indices left out)."""
+    out = {}
+    for key, value in model.state_dict().items():
+        if ".parametrizations.weight.0." in key:
+            continue
+        if key.endswith(".parametrizations.weight.original"):
+            layer = model.get_submodule(key[: -len(".parametrizations.weight.original")])
+            value = layer.weight
+        out[key] = value
+    return out
+
+
+def _parameter_names(model: nn.Module) -> set:
+    """State_dict keys of the dense model's parameters (a quantized weight counts as its layer's weight)."""
+    return {k for k, _ in model.named_parameters()} | {
+        k for k in model.state_dict() if k.endswith(".parametrizations.weight.original")}
+
+
+def fingerprint(stage: str, settings: dict, model: nn.Module) -> dict:
+    """The settings ``stage``'s result depends on, its upstream stages' included."""
+    record = {"architecture": architecture_key(model)}
+    while stage is not None:
+        record.update({k: _jsonable(settings.get(k, SETTING_DEFAULTS.get(k))) for k in STAGE_SETTINGS[stage]})
+        stage = UPSTREAM[stage]
+    return record
+
+
+def _jsonable(value):
+    return json.loads(json.dumps(reporting._jsonable(value)))
+
+
+def _begin(stage: str, settings: dict, model: nn.Module, out_dir: Path) -> dict:
+    """Check the run folder against this stage's settings (refuse on any difference), then record them."""
+    wanted = fingerprint(stage, settings, model)
+    record_path = out_dir / f"{stage}.settings.json"
+    if record_path.exists() and stage not in RECOMPUTED:
+        found = json.loads(record_path.read_text())
+        if found != wanted:
+            diff = [f"{k}={found.get(k)!r} there, {wanted.get(k)!r} now" for k in sorted(set(found) | set(wanted))
+                    if found.get(k) != wanted.get(k)]
+            raise StaleRunError(
+                f"{out_dir} holds a '{stage}' stage made with other settings ({'; '.join(diff)}). "
+                f"It is not resumed: use another run folder (--out), or delete {record_path.name} and the "
+                f"{stage} files ({', '.join(ARTEFACTS[stage]) or 'none'}) to start that stage afresh.")
+        return wanted
+    leftovers = [name for name in ARTEFACTS[stage] if (out_dir / name).exists()]
+    if leftovers and stage not in RECOMPUTED:
+        raise StaleRunError(
+            f"{out_dir} holds {', '.join(leftovers)} but no {record_path.name}: made by an older version, "
+            "with settings that cannot be checked. Use another run folder, or delete those files.")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    reporting.write_json(record_path, wanted)
+    return wanted
+
+
+def _finished(stage: str, out_dir: Path, metrics_stage: str | None = None) -> dict | None:
+    """The stage's record if an earlier run finished it (its first artefact and its metrics exist)."""
+    files = ARTEFACTS[stage]
+    if files and not (out_dir / files[0]).exists():
+        return None
+    return reporting.read_metrics(out_dir).get("stages", {}).get(metrics_stage or stage)
+
+
+def _require(out_dir: Path, name: str, stage_to_run: str) -> Path:
+    path = out_dir / name
+    if not path.exists():
+        raise MissingStageError(f"{path} is missing: run {stage_to_run} first.")
+    return path
+
+
+def _save_record(out_dir: Path, stage: str, record: dict, settings: dict) -> dict:
+    metrics = reporting.update_metrics(out_dir, stage, record, dataset=settings.get("dataset") or "custom",
+                                       model=settings.get("model_name") or "model", profile=settings.get("profile"),
+                                       overrides=settings.get("overrides"))
+    return metrics["stages"][stage]
+
+
+def _say(settings: dict, stage: str, message: str) -> None:
+    try:
+        from .progress import emit
+    except ImportError:  # the progress module is optional for a plain Python user
+        emit = print
+    emit(f"{settings.get('model_name', 'model')} {stage}  {message}")
+
+
+def _fit(model, train_loader, val_loader, epochs, device, settings, stage, **kwargs):
+    extra = {"world_size": settings["world_size"]} if settings.get("world_size", 1) != 1 else {}
+    log = lambda line: _say(settings, stage, line)
+    return training.fit(model, train_loader, val_loader, epochs, device, seed=settings["seed"] + kwargs.pop("seed_offset", 0),
+                        log=log, progress=False, **kwargs, **extra)
+
+
+def _reset(model: nn.Module) -> nn.Module:
+    """Plain dense weights (masks and codebooks baked), so any stage's artefact loads into it."""
+    return quantization.remove_sharing(model)
+
+
+def _test(model, test_loader, device) -> dict:
+    if test_loader is None:
+        return {}
+    stats = training.evaluate(model, test_loader, device)
+    return {"test_accuracy": stats["top1"], "test_top5": stats["top5"], "test_n": stats["n"]}
+
+
+# ----------------------------------------------------------------------------- stages
+def train_baseline(model, train_loader, val_loader, settings, out_dir, *, test_loader=None, device=None) -> dict:
+    """Train the dense model (notebook 02), or with ``settings["trained"]`` take its weights as they are."""
+    out_dir, device = Path(out_dir), device or training.pick_device()
+    trained = bool(settings.get("trained", False))
+    recorded = _begin("baseline", settings, model, out_dir)
+    _reset(model)
+    if (done := _finished("baseline", out_dir)) is not None:
+        training.load_checkpoint_weights(out_dir / "baseline.pt", model, map_location="cpu")
+        model.to(device)
+        _say(settings, "baseline", f"done earlier: test {done.get('test_accuracy', float('nan')):.2%}")
+        return done
+    epochs = 0 if trained else settings["epochs"]
+    history = _fit(model, train_loader, val_loader, epochs, device, settings, "baseline", lr=settings["lr"],
+                   weight_decay=settings["weight_decay"], warmup_epochs=settings["warmup_epochs"],
+                   checkpoint=out_dir / "baseline_checkpoint.pt") if epochs else []
+    model.to(device)
+    val = training.evaluate(model, val_loader, device)["top1"] if val_loader is not None else None
+    record = {**_test(model, test_loader, device), "val_accuracy": val,
+              "size_bytes": models.dense_size_bytes(model), "params": models.count_parameters(model),
+              "image_size": settings.get("image_size"), "epochs": epochs,
+              "train_time_s": sum(h["time_s"] for h in history), "history": history, "settings": recorded}
+    atomic_torch_save(model.state_dict(), out_dir / "baseline.pt")  # last: its presence means "done"
+    return _save_record(out_dir, "baseline", record, settings)
+
+
+def prunable_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """The Conv2d/Linear layers pruning may thin out (see the module docstring for the rule)."""
+    chosen = {}
+    for name, layer in models.compressible_layers(model).items():
+        depthwise = isinstance(layer, nn.Conv2d) and layer.groups > 1 and layer.in_channels == layer.groups
+        if not depthwise and layer.weight.numel() >= MIN_PRUNABLE_WEIGHTS:
+            chosen[name] = layer
+    return chosen
+
+
+def scan_loader(val_loader, settings, device) -> torch.utils.data.DataLoader:
+    """A fixed random slice of the validation split (stored class by class), ``eval_batches`` big."""
+    batch = max(val_loader.batch_size, 128 if device.type == "cpu" else val_loader.batch_size)
+    size = settings["eval_batches"] and settings["eval_batches"] * batch
+    return data.loader(data.evaluation_slice(val_loader.dataset, size, settings["seed"]), batch)
+
+
+def plan_pruning(model, val_loader, settings, out_dir, *, device=None) -> dict:
+    """Sensitivity scan (cached) and the per-layer targets meeting the kept-weight budget (notebook 03).
+
+    Leaves the baseline weights in ``model``; returns the plan also written to ``pruning_plan.json``.
+    """
+    out_dir, device = Path(out_dir), device or training.pick_device()
+    _reset(model)
+    training.load_checkpoint_weights(_require(out_dir, "baseline.pt", "train_baseline (notebook 02)"), model)
+    model.to(device)
+    slice_loader = scan_loader(val_loader, settings, device)
+    baseline_val = training.evaluate(model, slice_loader, device)["top1"]
+    scan = _cached_scan(model, slice_loader, settings, out_dir, device)
+    recorded = _begin("plan", settings, model, out_dir)
+    sizes = {n: layer.weight.numel() for n, layer in prunable_layers(model).items()}
+    targets, note = pruning.allocate_budget(settings["budget_allocation"], scan, baseline_val, sizes,
+                                            settings["sensitivity_tolerance"], settings["target_kept"])
+    all_layers = models.compressible_layers(model)
+    plan = {"targets": {n: targets.get(n, 0.0) for n in all_layers}, "allocation": settings["budget_allocation"],
+            "allocation_note": note, "budget_met": note is not None, "budget": settings["target_kept"],
+            "baseline_val_slice": baseline_val, "planned_kept": pruning.kept_share(targets, sizes),
+            "kept_whole": [n for n in all_layers if n not in sizes], "scan": scan, "settings": recorded}
+    reporting.write_json(out_dir / "pruning_plan.json", plan)
+    _say(settings, "plan", f"{settings['budget_allocation']}: keep {plan['planned_kept']:.2%} of prunable weights")
+    return plan
+
+
+def _cached_scan(model, slice_loader, settings, out_dir, device) -> dict:
+    _begin("scan", settings, model, out_dir)
+    path = out_dir / "sensitivity_scan.json"
+    if path.exists():
+        return {name: [tuple(p) for p in curve] for name, curve in json.loads(path.read_text()).items()}
+    layers = list(prunable_layers(model))
+    started = time.time()
+    scan = {}
+    for i, name in enumerate(layers, 1):  # one layer at a time, so the terminal shows progress
+        scan.update(pruning.sensitivity_scan(model, lambda m: training.evaluate(m, slice_loader, device)["top1"],
+                                             settings["sensitivity_sparsities"], layers=[name]))
+        _say(settings, "scan", f"layer {i}/{len(layers)} {name}  {time.time() - started:.0f} s")
+    reporting.write_json(path, scan)
+    return scan
+
+
+def prune_and_retrain(model, train_loader, val_loader, settings, out_dir, *, test_loader=None, device=None) -> dict:
+    """Prune toward the plan's targets in rounds, retraining the survivors after each (notebook 04)."""
+    out_dir, device = Path(out_dir), device or training.pick_device()
+    plan_path = _require(out_dir, "pruning_plan.json", "plan_pruning (notebook 03)")
+    _reset(model)
+    recorded = _begin("pruned", settings, model, out_dir)
+    if (done := _finished("pruned", out_dir)) is not None:
+        pruning.load_pruned_state_dict(model, torch.load(out_dir / "pruned.pt", map_location="cpu", weights_only=True))
+        model.to(device)
+        return done
+    plan = json.loads(plan_path.read_text())
+    training.load_checkpoint_weights(_require(out_dir, "baseline.pt", "train_baseline (notebook 02)"), model)
+    model.to(device)
+    baseline_val = training.evaluate(model, val_loader, device)["top1"]
+    rounds = [_one_round(model, r, targets, train_loader, val_loader, settings, out_dir, device)
+              for r, targets in enumerate(pruning.sparsity_schedule(plan["targets"], settings["prune_rounds"]), 1)]
+    record = {**_test(model, test_loader, device), "kept_fraction": pruning.total_kept_fraction(model),
+              "per_layer_kept": pruning.kept_fractions(model), "baseline_val": baseline_val,
+              "rounds": [{k: v for k, v in r.items() if k != "history"} for r in rounds], "settings": recorded}
+    atomic_torch_save(model.state_dict(), out_dir / "pruned.pt")
+    return _save_record(out_dir, "pruned", record, settings)
+
+
+def _one_round(model, r, targets, train_loader, val_loader, settings, out_dir, device) -> dict:
+    done = out_dir / f"pruned_round{r}.pt"
+    if done.exists():  # resume: this round finished in an earlier run
+        pruning.load_pruned_state_dict(model, torch.load(done, map_location=device, weights_only=True))
+        return json.loads((out_dir / f"pruned_round{r}.json").read_text())
+    pruning.prune_to_sparsity(model, targets)
+    after_pruning = training.evaluate(model, val_loader, device)["top1"]
+    history = _fit(model, train_loader, val_loader, settings["retrain_epochs"], device, settings, f"round {r}",
+                   lr=settings["lr"] * settings["retrain_lr_factor"], weight_decay=settings["weight_decay"],
+                   checkpoint=out_dir / f"pruned_round{r}_checkpoint.pt", seed_offset=r)
+    record = {"round": r, "kept": pruning.total_kept_fraction(model), "after_pruning": after_pruning,
+              "after_retraining": history[-1]["val_top1"] if history else after_pruning, "history": history}
+    reporting.write_json(out_dir / f"pruned_round{r}.json", record)
+    atomic_torch_save(model.state_dict(), done)
+    _say(settings, "prune", f"round {r}: kept {record['kept']:.2%}, validation {after_pruning:.2%} after pruning -> "
+                            f"{record['after_retraining']:.2%} after retraining")
+    return record
+
+
+def bits_sweep(model, loader, device, bit_grid=(1, 2, 3, 4, 5, 6, 8)) -> dict:
+    """Accuracy with only the convolutions, or only the fc layers, clustered to each width (paper Fig. 7).
+
+    No fine-tuning; ``model`` (pruned) is left as it was. Returns ``{"conv": [(bits, top1)], "fc": [...]}``.
+    """
+    layers = models.compressible_layers(model)
+    kinds = {"conv": [n for n, m in layers.items() if isinstance(m, nn.Conv2d)],
+             "fc": [n for n, m in layers.items() if isinstance(m, nn.Linear)]}
+    sweep = {"conv": [], "fc": []}
+    for kind, names in kinds.items():
+        for bits in bit_grid if names else []:
+            trial = copy.deepcopy(model)
+            quantization.quantize_model(trial, layers=names, conv_bits=bits, fc_bits=bits)
+            sweep[kind].append((bits, training.evaluate(trial, loader, device)["top1"]))
+    return sweep
+
+
+def quantize(model, train_loader, val_loader, settings, out_dir, *, test_loader=None, device=None,
+             sweep: bool = False) -> dict:
+    """k-means weight sharing (conv_bits / fc_bits) and centroid fine-tuning (notebook 05).
+
+    ``sweep``: first measure accuracy against bits (``bits_sweep``) on the scan's validation slice.
+    """
+    out_dir, device = Path(out_dir), device or training.pick_device()
+    pruned_path = _require(out_dir, "pruned.pt", "prune_and_retrain (notebook 04)")
+    _reset(model)
+    recorded = _begin("quantized", settings, model, out_dir)
+    if (done := _finished("quantized", out_dir)) is not None:
+        quantization.load_quantized_state_dict(model, torch.load(out_dir / "quantized.pt", map_location="cpu",
+                                                                  weights_only=True))
+        model.to(device)
+        return done
+    pruning.load_pruned_state_dict(model, torch.load(pruned_path, map_location="cpu", weights_only=True))
+    model.to(device)
+    sweep_result = bits_sweep(model, scan_loader(val_loader, settings, device), device) if sweep else None
+    started = time.time()
+    initial = quantization.quantize_model(model, conv_bits=settings["conv_bits"], fc_bits=settings["fc_bits"],
+                                          init="linear")
+    cluster_s = time.time() - started
+    before = training.evaluate(model, val_loader, device)["top1"]
+    before_test = _test(model, test_loader, device).get("test_accuracy")
+    history = _fit(model, train_loader, val_loader, settings["quant_epochs"], device, settings, "quantize",
+                   lr=settings["lr"] * settings["quant_lr_factor"], weight_decay=0.0,
+                   checkpoint=out_dir / "quantized_checkpoint.pt", seed_offset=100)
+    after = training.evaluate(model, val_loader, device)["top1"]
+    record = {**_test(model, test_loader, device), "bits": {n: q.bits for n, q in initial.items()},
+              "before_finetune_test_accuracy": before_test, "val_before_finetune": before,
+              "val_after_finetune": after, "cluster_s": cluster_s, "history": history, "settings": recorded,
+              **({"bits_sweep": sweep_result} if sweep else {})}
+    atomic_torch_save(model.state_dict(), out_dir / "quantized.pt")
+    _say(settings, "quantize", f"validation {before:.2%} -> {after:.2%} after centroid fine-tuning")
+    return _save_record(out_dir, "quantized", record, settings)
+
+
+def int8_baseline(model, test_loader, settings, out_dir) -> dict:
+    """The original project's approach for comparison: post-training int8 of the dense baseline (CPU)."""
+    out_dir = Path(out_dir)
+    _reset(model)
+    recorded = _begin("int8", settings, model, out_dir)
+    training.load_checkpoint_weights(_require(out_dir, "baseline.pt", "train_baseline (notebook 02)"), model)
+    model.cpu()
+    int8 = quantization.int8_model(model)
+    stats = training.evaluate(int8, test_loader, torch.device("cpu")) if test_loader is not None else {}
+    record = {"test_accuracy": stats.get("top1"), "test_top5": stats.get("top5"),
+              "size_bytes": quantization.int8_size_bytes(model), "settings": recorded}
+    return _save_record(out_dir, "int8", record, settings)
+
+
+def encode(model, settings, out_dir, *, metadata=None, test_loader=None, device=None) -> dict:
+    """Write the compressed file, its size report, and check it: same weights and outputs, accuracy from it."""
+    from . import fileformat
+
+    out_dir, device = Path(out_dir), device or training.pick_device()
+    quantized_path = _require(out_dir, "quantized.pt", "quantize (notebook 05)")
+    _reset(model)
+    recorded = _begin("compressed", settings, model, out_dir)
+    quantization.load_quantized_state_dict(model, torch.load(quantized_path, map_location="cpu", weights_only=True))
+    model.cpu().eval()
+    path = out_dir / f"{settings.get('model_name') or 'model'}{fileformat.EXTENSION}"
+    started = time.time()
+    file_bytes = fileformat.save_model(model, path, metadata or {})
+    encode_s = time.time() - started
+    report = fileformat.size_report(path)
+    reporting.write_json(out_dir / "size_report.json", report)
+    started = time.time()
+    loaded = fileformat.load_compressed(path, model=None if "name" in getattr(model, "create_args", {}) else
+                                        copy.deepcopy(model))
+    decode_s = time.time() - started
+    loaded.eval()
+    same = _same_outputs(model, loaded, test_loader)
+    dense_bytes = 4 * sum(t.numel() for k, t in _plain_state_shapes(model).items() if k in _parameter_names(model))
+    record = {**_test(loaded.to(device), test_loader, device), "size_bytes": file_bytes,
+              "compression_ratio": dense_bytes / file_bytes, "dense_bytes": dense_bytes, "file": str(path),
+              "encode_s": encode_s, "decode_s": decode_s, "entropy_bytes": report[-1]["entropy_bytes"],
+              "same_outputs_as_quantized": same, "settings": recorded}
+    model.to(device)
+    _say(settings, "encode", f"{file_bytes:,} bytes, {dense_bytes / file_bytes:.1f}x smaller than fp32")
+    return _save_record(out_dir, "compressed", record, settings)
+
+
+@torch.no_grad()
+def _same_outputs(model, loaded, test_loader) -> bool | None:
+    if test_loader is None:
+        return None
+    model.cpu().eval()
+    return all(torch.equal(model(x), loaded.cpu()(x)) for x, _ in test_loader)
+
+
+# ----------------------------------------------------------------------------- one call
+def settings_for(profile: str = "cpu", model_name: str = "default", seed: int = 0, **overrides) -> dict:
+    """A stage settings dict for a model outside the notebooks: the profile's values for ``model_name``
+    (its own entries for a registry name, else the profile's ``default`` entries), then ``overrides``."""
+    key = model_name if model_name in config.PROFILES[_profile_name(profile)].epochs else config.DEFAULT_KEY
+    prof = config.apply_overrides(config.get_profile(profile), key, overrides)
+    settings = {"dataset": "custom", "model_name": model_name, "profile": prof.name, "overrides": overrides,
+                "seed": int(seed), **prof.for_model(key, "custom")}
+    check = getattr(config, "check_settings", None)
+    return check(settings) if check else settings
+
+
+def _profile_name(profile) -> str:
+    name = profile or config.default_profile()
+    if name not in config.PROFILES:
+        raise ValueError(f"Unknown profile {name!r}; choose one of {', '.join(config.PROFILES)}.")
+    return name
+
+
+def compress(model: nn.Module, train_loader, val_loader, out_dir, *, test_loader=None, profile: str = "cpu",
+             device=None, trained: bool = False, metadata: dict | None = None, seed: int = 0, **overrides) -> dict:
+    """Deep Compression of any ``nn.Module`` whose weights live in Conv2d/Linear layers.
+
+    Trains the baseline (or, with ``trained=True``, takes the model's weights as they are), plans and
+    runs pruning, quantizes, and writes the compressed file into ``out_dir``; every stage resumes
+    from what ``out_dir`` holds when its settings match. ``profile`` and ``overrides`` (any profile
+    field, e.g. ``epochs=3, target_kept=0.1``) set the work. ``model`` ends up holding the
+    compressed (pruned + weight-shared) model. Returns ``{"file": path, "stages": {...}}``; load the
+    file with ``helpers.load_compressed(path)`` (registry models) or ``(path, model=MyNet())``.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    if not models.compressible_layers(model):
+        raise ValueError(f"{type(model).__name__} has no Conv2d or Linear layer: nothing to compress.")
+    if train_loader is None or val_loader is None:
+        raise ValueError("compress needs a train_loader (retraining) and a val_loader (pruning decisions).")
+    name = getattr(model, "create_args", {}).get("name") or type(model).__name__
+    settings = {**settings_for(profile, name, seed, **overrides), "trained": bool(trained)}
+    out_dir, device = Path(out_dir), torch.device(device) if device else training.pick_device()
+    training.seed_everything(settings["seed"])
+    stages = {"baseline": train_baseline(model, train_loader, val_loader, settings, out_dir, test_loader=test_loader,
+                                         device=device)}
+    plan_pruning(model, val_loader, settings, out_dir, device=device)
+    stages["pruned"] = prune_and_retrain(model, train_loader, val_loader, settings, out_dir,
+                                         test_loader=test_loader, device=device)
+    stages["quantized"] = quantize(model, train_loader, val_loader, settings, out_dir, test_loader=test_loader,
+                                   device=device)
+    stages["compressed"] = encode(model, settings, out_dir, metadata=metadata, test_loader=test_loader, device=device)
+    return {"file": stages["compressed"]["file"], "stages": stages, "settings": settings}

@@ -1,0 +1,174 @@
+"""helpers.compress and the stage functions on models the registry does not build, on real photos."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from helpers import data, load_compressed, models, pipeline, quantization
+
+REPO = Path(__file__).resolve().parent.parent
+CLASSES = 4
+
+
+def _sea_animals() -> Path:
+    for candidate in (os.environ.get("DC_DATA_DIR"), REPO.parent / "shared" / "data" / "sea-animals"):
+        if candidate and Path(candidate).is_dir():
+            return Path(candidate)
+    pytest.skip("the Sea Animals images are not here: set DC_DATA_DIR (CI has ../shared/data/sea-animals)")
+
+
+@pytest.fixture(scope="module")
+def four_classes(tmp_path_factory) -> Path:
+    """The first four classes of the real images, 12 each (links, not copies)."""
+    source = _sea_animals()
+    root = tmp_path_factory.mktemp("four-classes")
+    for class_dir in sorted(p for p in source.iterdir() if p.is_dir())[:CLASSES]:
+        (root / class_dir.name).mkdir()
+        for image in sorted(class_dir.iterdir())[:12]:
+            (root / class_dir.name / image.name).symlink_to(image.resolve())
+    return root
+
+
+@pytest.fixture(scope="module")
+def loaders(four_classes, tmp_path_factory):
+    split_file = tmp_path_factory.mktemp("split") / "split.json"
+    splits = data.load_splits("folder", four_classes, image_size=32, split_file=split_file,
+                              per_class={"train": 6, "val": 2, "test": 2})
+    assert len(splits.class_names) == CLASSES
+    make = lambda part, shuffle=False: data.loader(getattr(splits, part), 8, shuffle=shuffle)
+    return make("train", True), make("val"), make("test")
+
+
+class CustomNet(nn.Module):
+    """Conv + BatchNorm, a residual block, a depthwise conv, biases and a Linear head."""
+
+    def __init__(self, num_classes=CLASSES):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU())
+        self.block = nn.Sequential(nn.Conv2d(32, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+                                   nn.Conv2d(32, 32, 3, padding=1))
+        self.depthwise = nn.Conv2d(32, 32, 3, padding=1, groups=32)
+        self.pointwise = nn.Conv2d(32, 64, 1)
+        self.head = nn.Linear(64, num_classes)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = torch.relu(x + self.block(x))
+        x = torch.relu(self.pointwise(self.depthwise(x)))
+        return self.head(x.mean((2, 3)))
+
+
+CI = dict(profile="ci", epochs=1, device="cpu")
+
+
+def _check_compressed(result, model, reloaded, test_loader, bits=(8, 5)):
+    stages = result["stages"]
+    path = Path(result["file"])
+    assert path.exists() and path.stat().st_size == stages["compressed"]["size_bytes"]
+    assert stages["compressed"]["same_outputs_as_quantized"] is True
+    model.cpu().eval(), reloaded.eval()
+    with torch.no_grad():
+        for x, _ in test_loader:
+            assert torch.equal(model(x).argmax(1), reloaded(x).argmax(1))
+            assert torch.equal(model(x), reloaded(x))
+    distinct = quantization.distinct_values(reloaded)
+    for name, layer in models.compressible_layers(reloaded).items():
+        limit = 2 ** (bits[0] if isinstance(layer, nn.Conv2d) else bits[1])
+        assert distinct[name] <= limit, f"{name}: {distinct[name]} distinct values > {limit}"
+    assert stages["baseline"]["size_bytes"] / path.stat().st_size >= 8, "the file is not 8x smaller than fp32"
+    assert stages["compressed"]["test_accuracy"] == stages["quantized"]["test_accuracy"]
+
+
+def test_compress_a_custom_module_and_load_it_into_an_instance(loaders, tmp_path):
+    train, val, test = loaders
+    model = CustomNet()
+    result = pipeline.compress(model, train, val, tmp_path / "custom", test_loader=test, **CI)
+    with pytest.raises(ValueError, match=r"model=MyNet|pass a fresh instance"):
+        load_compressed(result["file"])
+    reloaded = load_compressed(result["file"], model=CustomNet())
+    _check_compressed(result, model, reloaded, test)
+    # the depthwise conv is kept whole (the documented rule); BatchNorm statistics came back
+    assert result["stages"]["pruned"]["per_layer_kept"]["depthwise"] == 1.0
+    assert torch.equal(reloaded.stem[1].running_var, model.stem[1].running_var)
+    assert not torch.equal(reloaded.stem[1].running_var, torch.ones(32)), "BatchNorm statistics were not stored"
+    with pytest.raises(ValueError, match="head"):
+        load_compressed(result["file"], model=CustomNet(num_classes=7))
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_small"])
+def test_compress_torchvision_models_that_rebuild_by_name(loaders, tmp_path, name):
+    train, val, test = loaders
+    model = models.create(name, CLASSES, 3, 32)
+    result = pipeline.compress(model, train, val, tmp_path / name, test_loader=test, **CI)
+    reloaded = load_compressed(result["file"])
+    assert reloaded.create_args["name"] == name
+    _check_compressed(result, model, reloaded, test)
+
+
+def test_a_run_folder_made_with_other_settings_is_refused_not_resumed(loaders, tmp_path):
+    train, val, test = loaders
+    out = tmp_path / "run"
+    settings = pipeline.settings_for("ci", "lenet5", epochs=2)
+    model = models.create("lenet5", CLASSES, 3, 32)
+    first = pipeline.train_baseline(model, train, val, settings, out, test_loader=test, device=torch.device("cpu"))
+    assert first["epochs"] == 2 and len(first["history"]) == 2
+    again = pipeline.train_baseline(models.create("lenet5", CLASSES, 3, 32), train, val, settings, out,
+                                    device=torch.device("cpu"))
+    assert again == first, "the same settings resume (here: the finished stage is reused)"
+    with pytest.raises(pipeline.StaleRunError, match=r"epochs=2 there, 3 now.*another run folder"):
+        pipeline.train_baseline(models.create("lenet5", CLASSES, 3, 32), train, val,
+                                pipeline.settings_for("ci", "lenet5", epochs=3), out, device=torch.device("cpu"))
+    with pytest.raises(pipeline.StaleRunError, match="architecture"):
+        pipeline.train_baseline(models.create("lenet5", CLASSES + 1, 3, 32), train, val, settings, out,
+                                device=torch.device("cpu"))
+
+
+def test_an_interrupted_stage_with_other_settings_is_refused(loaders, tmp_path):
+    """A checkpoint left by a killed run (no finished stage yet) is not resumed under other settings."""
+    train, val, _ = loaders
+    out = tmp_path / "run"
+    settings = pipeline.settings_for("ci", "lenet300", epochs=1)
+    pipeline.train_baseline(models.create("lenet300", CLASSES, 3, 32), train, val, settings, out,
+                            device=torch.device("cpu"))
+    (out / "baseline.pt").unlink()  # as if killed after the checkpoint, before the stage finished
+    with pytest.raises(pipeline.StaleRunError, match="lr="):
+        pipeline.train_baseline(models.create("lenet300", CLASSES, 3, 32), train, val,
+                                pipeline.settings_for("ci", "lenet300", epochs=1, lr=0.5), out,
+                                device=torch.device("cpu"))
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    (legacy / "baseline_checkpoint.pt").write_bytes(b"")
+    with pytest.raises(pipeline.StaleRunError, match="older version"):
+        pipeline.train_baseline(models.create("lenet300", CLASSES, 3, 32), train, val, settings, legacy,
+                                device=torch.device("cpu"))
+
+
+def test_stages_out_of_order_say_what_to_run_first(loaders, tmp_path):
+    train, val, _ = loaders
+    settings = pipeline.settings_for("ci", "lenet5")
+    with pytest.raises(pipeline.MissingStageError, match=r"baseline.pt is missing: run train_baseline \(notebook 02\)"):
+        pipeline.plan_pruning(models.create("lenet5", CLASSES, 3, 32), val, settings, tmp_path,
+                              device=torch.device("cpu"))
+    with pytest.raises(pipeline.MissingStageError, match="run quantize"):
+        pipeline.encode(models.create("lenet5", CLASSES, 3, 32), settings, tmp_path)
+
+
+def test_prunable_layers_rule():
+    net = CustomNet()
+    chosen = pipeline.prunable_layers(net)
+    assert "depthwise" not in chosen, "depthwise 3x3 filters are kept whole"
+    assert {"stem.0", "block.0", "block.3", "pointwise", "head"} == set(chosen)
+    tiny = nn.Sequential(nn.Linear(8, 31), nn.Linear(31, 8))  # 248 weights each
+    assert pipeline.prunable_layers(tiny) == {}, "layers under MIN_PRUNABLE_WEIGHTS are kept whole"
+
+
+def test_settings_for_uses_the_default_entry_for_unknown_models():
+    custom = pipeline.settings_for("cpu", "CustomNet")
+    assert custom["target_kept"] == 0.15 and custom["budget_allocation"] == "cost_per_weight"
+    assert pipeline.settings_for("cpu", "lenet5")["target_kept"] == 0.075
+    assert pipeline.settings_for("ci", "CustomNet", epochs=4)["epochs"] == 4
+    assert json.loads(json.dumps(custom))  # a settings record is plain JSON
