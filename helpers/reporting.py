@@ -246,6 +246,46 @@ def collect_metrics(run_dir) -> dict[str, dict]:
     return found
 
 
+def run_failures(run_dir) -> dict[str, dict]:
+    """Models whose notebooks failed in the run's last invocation for them (``runner.json``), by name.
+
+    Each value says which step failed, the error and its message, and the executed notebook to open.
+    """
+    path = Path(run_dir) / "runner.json"
+    try:
+        models = json.loads(path.read_text()).get("models", {}) if path.exists() else {}
+    except (OSError, ValueError):
+        return {}
+    return {m: s for m, s in models.items() if isinstance(s, dict) and s.get("status") == "failed"}
+
+
+def result_warnings(metrics: dict) -> list[str]:
+    """What makes a model's numbers meaningless: a missing stage, or accuracy at chance level."""
+    stages, notes = metrics.get("stages", {}), []
+    missing = [s for s in ("baseline", "pruned", "quantized", "compressed") if s not in stages]
+    if missing and len(missing) < 4:
+        notes.append(f"no {', '.join(missing)} stage yet")
+    classes = len(stages.get("baseline", {}).get("per_class_accuracy", {}))
+    if classes > 1:
+        chance = 1 / classes
+        for stage in ("baseline", "compressed"):
+            accuracy = stages.get(stage, {}).get("test_accuracy")
+            if accuracy is not None and accuracy <= 1.5 * chance:
+                notes.append(f"{stage} top-1 {accuracy:.1%} is at chance level ({chance:.1%} for {classes} "
+                             "classes): the model learned nothing, so its size ratio means nothing")
+    return notes
+
+
+def status_lines(run_dir, all_metrics: dict | None = None) -> list[str]:
+    """One line per failed model and per model whose results are incomplete or at chance level."""
+    all_metrics = collect_metrics(run_dir) if all_metrics is None else all_metrics
+    lines = [f"{model}: FAILED in {f.get('step', '?')}: {f.get('error', '')}: {f.get('message', '')} "
+             f"(open {f.get('notebook', '?')})" for model, f in run_failures(run_dir).items()]
+    for model, metrics in all_metrics.items():
+        lines += [f"{model}: {note}" for note in result_warnings(metrics)]
+    return lines
+
+
 def stage_sizes(metrics: dict, size_report: list[dict] | None) -> dict[str, float]:
     """Bytes per stage: measured where a file exists (fp32, int8, the .dcz), else computed.
 
@@ -350,6 +390,8 @@ def main(argv=None) -> int:
         for r in stage_table(metrics, report):
             rows.append({"network": model, **r})
     print(markdown_table(rows, {"top1": "{:.2%}", "top5": "{:.2%}", "MB": "{:.3f}", "ratio": "{:.1f}×"}))
+    for line in status_lines(args.run_dir):
+        print(f"\n**{line}**")
     for model in args.layers:
         report = json.loads((Path(args.run_dir) / model / "size_report.json").read_text())
         cols = ["layer", "weights", "kept_pct", "weight_bits_pq", "weight_bits_pqh", "index_bits_pq",
