@@ -67,6 +67,9 @@ class Profile:
     quant_lr_factor: float = 0.01                    # centroid fine-tuning lr = baseline lr x this
     # data-parallel processes for the training stages (torch.distributed; 1 = this process only)
     world_size: int = 1
+    # autocast in training and evaluation: "auto" (bf16, else fp16, on CUDA; fp32 elsewhere),
+    # "fp32", "bf16" (also on a CPU: runs the gpu profile's path there), "fp16" (CUDA only)
+    precision: str = "auto"
 
     def for_model(self, model: str, dataset: str = "sea-animals") -> dict:
         """The settings one notebook needs for one model on one dataset."""
@@ -87,7 +90,8 @@ class Profile:
                 "prune_rounds": self.prune_rounds, "retrain_epochs": pick(self.retrain_epochs),
                 "retrain_lr_factor": self.retrain_lr_factor, "conv_bits": self.conv_bits,
                 "fc_bits": self.fc_bits, "quant_epochs": pick(self.quant_epochs),
-                "quant_lr_factor": self.quant_lr_factor, "world_size": self.world_size}
+                "quant_lr_factor": self.quant_lr_factor, "world_size": self.world_size,
+                "precision": self.precision}
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -3,6 +3,16 @@
 ``fit`` runs epochs with a learning-rate schedule and writes a checkpoint (state_dicts only) after
 each epoch, atomically; called again with the same checkpoint path it resumes where it stopped and
 ends with the same weights as an uninterrupted run, because every epoch reseeds its own randomness.
+
+``fit(..., world_size=N)`` trains data-parallel on N processes, or joins torchrun's (see
+``helpers.distributed``): each rank takes 1/N of every global batch (DistributedSampler, reseeded
+per epoch), DDP averages the gradients, so masks, codebooks and weights stay identical on every
+rank; validation is split among the ranks (each image once) and summed; rank 0 alone logs and
+writes the checkpoint, and on resume reads it and sends it to the others.
+
+``precision``: "auto" (bf16 autocast on CUDA where supported, else fp16 with a gradient scaler;
+fp32 elsewhere), "fp32", or "bf16" (bf16 autocast on any device, e.g. to run the ``gpu``
+profile's code path on a CPU).
 """
 
 from __future__ import annotations
@@ -16,7 +26,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import distributed
 from .io import atomic_torch_save
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 def seed_everything(seed: int) -> None:
@@ -37,12 +50,24 @@ def pick_device(preference: str | None = None) -> torch.device:
     return torch.device("cpu")
 
 
-def _autocast(device: torch.device):
-    if device.type != "cuda":
+def check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}.")
+    return precision
+
+
+def _autocast(device: torch.device, precision: str = "auto"):
+    """(autocast context, GradScaler or None) for ``precision`` on ``device``."""
+    device = torch.device(device)
+    if check_precision(precision) == "fp32" or (precision == "auto" and device.type != "cuda"):
         return nullcontext(), None
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError(f"precision 'fp16' needs a CUDA device (got {device}); use 'bf16' or 'fp32'.")
+    if precision == "auto":
+        precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
-    return torch.autocast("cuda", dtype=dtype), scaler
+    return torch.autocast(device.type, dtype=dtype), scaler
 
 
 def topk_correct(logits: torch.Tensor, targets: torch.Tensor, ks=(1, 5)) -> list[int]:
@@ -84,15 +109,25 @@ def train_one_epoch(model, criterion, optimizer, loader, device, scheduler=None,
         total_loss += loss.item() * len(targets)
         correct += int((logits.argmax(1) == targets).sum())
         seen += len(targets)
-    return {"loss": total_loss / max(seen, 1), "top1": correct / max(seen, 1)}
+    return {"loss": total_loss / max(seen, 1), "top1": correct / max(seen, 1), "n": seen}
 
 
 @torch.no_grad()
-def evaluate(model, loader, device, criterion=None, progress=False, limit_batches=None) -> dict:
+def evaluate(model, loader, device, criterion=None, progress=False, limit_batches=None, precision="auto") -> dict:
     """Loss, top-1 and top-5 accuracy (fractions) over ``loader``, or its first ``limit_batches``."""
+    sums = _evaluation_sums(model, loader, device, criterion, progress, limit_batches, precision)
+    if sums[3] == 0:
+        raise ValueError("evaluate() got an empty loader: the split holds no images.")
+    return _evaluation_stats(sums)
+
+
+@torch.no_grad()
+def _evaluation_sums(model, loader, device, criterion=None, progress=False, limit_batches=None,
+                     precision="auto") -> list[float]:
+    """[summed loss, top-1 hits, top-5 hits, images]: sums, so that ranks can add theirs up."""
     model.eval()
     criterion = criterion or nn.CrossEntropyLoss()
-    autocast, _ = _autocast(device)
+    autocast, _ = _autocast(device, precision)
     total_loss, top1, top5, seen = 0.0, 0, 0, 0
     for i, (images, targets) in enumerate(_progress(loader, "eval", progress)):
         if limit_batches is not None and i >= limit_batches:
@@ -103,9 +138,12 @@ def evaluate(model, loader, device, criterion=None, progress=False, limit_batche
         total_loss += float(criterion(logits.float(), targets)) * len(targets)
         c1, c5 = topk_correct(logits, targets)
         top1, top5, seen = top1 + c1, top5 + c5, seen + len(targets)
-    if seen == 0:
-        raise ValueError("evaluate() got an empty loader: the split holds no images.")
-    return {"loss": total_loss / seen, "top1": top1 / seen, "top5": top5 / seen, "n": seen}
+    return [total_loss, top1, top5, seen]
+
+
+def _evaluation_stats(sums) -> dict:
+    loss, top1, top5, seen = sums
+    return {"loss": loss / seen, "top1": top1 / seen, "top5": top5 / seen, "n": int(seen)}
 
 
 @torch.no_grad()
@@ -130,18 +168,70 @@ def make_optimizer(params, name="sgd", lr=0.01, momentum=0.9, weight_decay=5e-4)
 
 def fit(model, train_loader, val_loader, epochs: int, device, lr=0.01, optimizer="sgd",
         weight_decay=5e-4, momentum=0.9, label_smoothing=0.0, warmup_epochs=0, checkpoint=None,
-        seed=0, progress=True, log=print) -> list[dict]:
+        seed=0, progress=True, log=print, world_size: int = 1, precision: str = "auto") -> list[dict]:
     """Train for ``epochs`` with a cosine schedule; return the per-epoch history.
 
     With ``checkpoint`` set, the state after every epoch is saved there (atomically) and an existing
     checkpoint is resumed from. Epoch ``e`` reseeds torch with ``seed`` and ``e`` so that data order and
     augmentation do not depend on whether the run was interrupted.
+
+    ``world_size > 1``: data-parallel on that many processes (this one is rank 0; ``model`` ends up
+    trained in place). Under torchrun, or inside a running process group, the group's size is used
+    and ``world_size`` is ignored. ``precision``: see the module docstring.
     """
     if epochs < 0:
         raise ValueError(f"epochs must be >= 0, got {epochs}.")
+    if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
+        raise ValueError(f"world_size must be a positive integer, got {world_size!r}.")
+    check_precision(precision)
+    device = torch.device(device)
+    kwargs = dict(device=device, lr=lr, optimizer=optimizer, weight_decay=weight_decay, momentum=momentum,
+                  label_smoothing=label_smoothing, warmup_epochs=warmup_epochs, checkpoint=checkpoint,
+                  seed=seed, progress=progress, log=log, precision=precision)
+    if not distributed.join_torchrun_group(device) and world_size > 1:
+        return distributed.launch(_fit, world_size, model, train_loader, val_loader, (epochs,), kwargs)
+    return _fit(model, train_loader, val_loader, epochs, **kwargs)
+
+
+def _fit(model, train_loader, val_loader, epochs, device, lr, optimizer, weight_decay, momentum,
+         label_smoothing, warmup_epochs, checkpoint, seed, progress, log, precision) -> list[dict]:
+    """``fit`` in this process: alone, or as one rank of the running process group."""
+    parallel = distributed.is_running()
+    rank = distributed.rank()
+    log = log if log is not None and rank == 0 else (lambda message: None)
+    device = distributed.rank_device(device)
     model.to(device)
+    net = model
+    if parallel:
+        from torch.nn.parallel import DistributedDataParallel
+
+        distributed.broadcast_module(model)  # masks and codebooks included; DDP's own sync skips bools
+        train_loader = distributed.shard_train_loader(train_loader, seed)
+        val_loader = val_loader and distributed.shard_eval_loader(val_loader)
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                      forward_sync_buffers=False, init_sync=False)
     opt = make_optimizer(model.parameters(), optimizer, lr, momentum, weight_decay)
-    steps_per_epoch = max(len(train_loader), 1)
+    scheduler = _cosine_schedule(opt, epochs, max(len(train_loader), 1), warmup_epochs)
+    criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+    history, start = _resume(checkpoint, model, opt, scheduler, log)
+    for epoch in range(start, epochs):
+        record = _one_epoch(net, model, train_loader, val_loader, criterion, opt, scheduler, device,
+                            precision, seed * 100_003 + epoch + 1_000_003 * rank, epoch, epochs,
+                            progress and rank == 0)
+        if not np.isfinite(record["train_loss"]):
+            raise FloatingPointError(f"Training diverged in epoch {epoch + 1} (loss is {record['train_loss']}); "
+                                     f"lower the learning rate (now {lr})"
+                                     + (f" and delete {checkpoint} to restart." if checkpoint else "."))
+        history.append(record)
+        log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+        if checkpoint and rank == 0:
+            atomic_torch_save({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                               "scheduler": scheduler.state_dict(), "epoch": epoch + 1,
+                               "history": history}, checkpoint)
+    return history
+
+
+def _cosine_schedule(opt, epochs, steps_per_epoch, warmup_epochs):
     total_steps, warmup_steps = epochs * steps_per_epoch, warmup_epochs * steps_per_epoch
 
     def lr_factor(step):
@@ -150,40 +240,53 @@ def fit(model, train_loader, val_loader, epochs: int, device, lr=0.01, optimizer
         progress = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
         return float(0.5 * (1 + np.cos(np.pi * min(progress, 1.0))))
 
-    scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
-    criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
-    autocast, scaler = _autocast(device)
-    history, start = [], 0
-    if checkpoint and Path(checkpoint).exists():
-        state = torch.load(checkpoint, map_location=device, weights_only=True)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        history, start = state["history"], state["epoch"]
-        log(f"resumed from {checkpoint} after epoch {start}")
+    return torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
 
-    for epoch in range(start, epochs):
-        torch.manual_seed(seed * 100_003 + epoch)
-        if getattr(train_loader, "generator", None) is not None:
-            train_loader.generator.manual_seed(seed * 100_003 + epoch)
-        t0 = time.time()
-        train_stats = train_one_epoch(model, criterion, opt, train_loader, device, scheduler, scaler,
-                                      autocast, progress, f"epoch {epoch + 1}/{epochs}")
-        val_stats = evaluate(model, val_loader, device, criterion) if val_loader is not None else {}
-        record = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "train_loss": train_stats["loss"],
-                  "train_top1": train_stats["top1"], "time_s": time.time() - t0,
-                  **{f"val_{k}": v for k, v in val_stats.items() if k != "n"}}
-        if not np.isfinite(record["train_loss"]):
-            raise FloatingPointError(f"Training diverged in epoch {epoch + 1} (loss is {record['train_loss']}); "
-                                     f"lower the learning rate (now {lr})"
-                                     + (f" and delete {checkpoint} to restart." if checkpoint else "."))
-        history.append(record)
-        log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
-        if checkpoint:
-            atomic_torch_save({"model": model.state_dict(), "optimizer": opt.state_dict(),
-                               "scheduler": scheduler.state_dict(), "epoch": epoch + 1,
-                               "history": history}, checkpoint)
-    return history
+
+def _resume(checkpoint, model, opt, scheduler, log) -> tuple[list, int]:
+    """(history, epochs done) from ``checkpoint`` if it exists; under DDP rank 0 reads it for all."""
+    state = None
+    if checkpoint and distributed.is_main_process() and Path(checkpoint).exists():
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    if distributed.is_running():
+        state = distributed.broadcast_object(state)
+    if state is None:
+        return [], 0
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    log(f"resumed from {checkpoint} after epoch {state['epoch']}")
+    return state["history"], state["epoch"]
+
+
+def _one_epoch(net, model, train_loader, val_loader, criterion, opt, scheduler, device, precision, epoch_seed,
+               epoch, epochs, progress) -> dict:
+    """Train ``net`` (``model``, or its DDP wrapper) one epoch, then validate ``model``; global numbers."""
+    torch.manual_seed(epoch_seed)
+    if getattr(train_loader, "generator", None) is not None:
+        train_loader.generator.manual_seed(epoch_seed)
+    if hasattr(getattr(train_loader, "sampler", None), "set_epoch"):
+        train_loader.sampler.set_epoch(epoch)
+    autocast, scaler = _autocast(device, precision)
+    t0 = time.time()
+    train = train_one_epoch(net, criterion, opt, train_loader, device, scheduler, scaler, autocast, progress,
+                            f"epoch {epoch + 1}/{epochs}")
+    train_sums = [train["loss"] * train["n"], train["top1"] * train["n"], train["n"]]
+    if distributed.is_running():
+        distributed.broadcast_float_buffers(model)  # BatchNorm statistics: rank 0's, as DDP would
+        train_sums = distributed.all_sum(train_sums, device)
+    val_sums = None
+    if val_loader is not None:
+        val_sums = _evaluation_sums(model, val_loader, device, criterion, precision=precision)
+        val_sums = distributed.all_sum(val_sums, device) if distributed.is_running() else val_sums
+        if val_sums[3] == 0:
+            raise ValueError("The validation loader is empty: the split holds no images.")
+    seen = max(train_sums[2], 1)
+    record = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "train_loss": train_sums[0] / seen,
+              "train_top1": train_sums[1] / seen, "time_s": time.time() - t0}
+    if val_sums is not None:
+        record.update({f"val_{k}": v for k, v in _evaluation_stats(val_sums).items() if k != "n"})
+    return record
 
 
 def load_checkpoint_weights(path, model, map_location="cpu"):
