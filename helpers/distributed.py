@@ -322,23 +322,25 @@ def launch(train_fn, world: int, model, train_loader, val_loader, args: tuple, k
                     result = train_fn(model, train_loader, val_loader, *args, **kwargs)
                 finally:
                     torch.distributed.destroy_process_group()
-        except BaseException:
-            _stop(ranks)
+        except BaseException as error:
+            _stop(ranks, error)
             raise
         while not ranks.join():  # raises ProcessRaisedException with the failing rank's traceback
             pass
     return result
 
 
-def _stop(ranks) -> None:
-    """Rank 0 failed: end the other ranks, but first surface their error if one of them caused it."""
-    try:
-        ranks.join(timeout=10)
-    except Exception as exc:  # a rank's own error explains rank 0's broken connection
-        for process in ranks.processes:
-            if process.is_alive():
-                process.terminate()
-        raise exc
+def _stop(ranks, error: BaseException) -> None:
+    """Rank 0 failed. A broken connection means another rank failed first: raise that rank's error.
+
+    gloo and NCCL report a dead peer as a RuntimeError; rank 0's own errors (an interrupt, a
+    diverged loss, a bad argument) end the other ranks at once.
+    """
+    if isinstance(error, RuntimeError):
+        try:
+            ranks.join(timeout=60)
+        except Exception as cause:
+            raise cause from error
     for process in ranks.processes:
         if process.is_alive():
             process.terminate()
