@@ -45,6 +45,30 @@ def class_mapping(dataset_classes: list[str], model_classes: list[str]) -> tuple
     return mapping, unknown
 
 
+def check_metadata(meta: dict, create_args: dict, path) -> dict:
+    """``meta`` when it describes the model's inputs and outputs consistently, else ``ValueError``.
+
+    The file format already checked each key's type and range; this checks they agree with the
+    model the file builds (a file whose class list is longer than the model's outputs would report
+    accuracies for classes it cannot predict).
+    """
+    missing = [k for k in ("class_names", "image_size", "mean", "std") if k not in meta]
+    if missing:
+        raise ValueError(f"{path} has no {', '.join(missing)} in its metadata; it was not written by "
+                         "notebook 06, so its inputs are unknown.")
+    outputs = create_args.get("num_classes")
+    if outputs is not None and outputs != len(meta["class_names"]):
+        raise ValueError(f"{path} names {len(meta['class_names'])} classes but its model has {outputs} "
+                         "outputs; the file's metadata does not belong to its model.")
+    built = create_args.get("image_size")
+    if built is not None and built != meta["image_size"]:
+        raise ValueError(f"{path} says its inputs are {meta['image_size']} px but its model was built for "
+                         f"{built} px; the file's metadata does not belong to its model.")
+    if isinstance(meta.get("seed", 0), bool) or not isinstance(meta.get("seed", 0), int):
+        raise ValueError(f"{path}: the split seed in its metadata is {meta['seed']!r}, not an integer.")
+    return meta
+
+
 def evaluate_file(path, dataset: str, data_dir=None, split: str = "test", split_file=None,
                   batch_size: int = 128, device=None, per_class: int | None = None) -> dict:
     """Top-1/top-5 of the model in ``path`` on ``dataset``'s ``split`` (``test`` or ``all``).
@@ -55,14 +79,10 @@ def evaluate_file(path, dataset: str, data_dir=None, split: str = "test", split_
 
     if split not in ("test", "all"):
         raise ValueError(f"split must be 'test' or 'all', got {split!r}.")
-    model = load_compressed(path)
-    meta = getattr(model, "metadata", None) or {}
-    missing = [k for k in ("class_names", "image_size", "mean", "std") if k not in meta]
-    if missing:
-        raise ValueError(f"{path} has no {', '.join(missing)} in its metadata; it was not written by "
-                         "notebook 06, so its inputs are unknown.")
-    splits = data.load_splits(dataset, data_dir, int(meta["image_size"]), split_file=split_file,
-                              seed=int(meta.get("seed", 0)), mean=tuple(meta["mean"]), std=tuple(meta["std"]),
+    model = load_compressed(path)  # checks the metadata's types and ranges (helpers.fileformat)
+    meta = check_metadata(getattr(model, "metadata", None) or {}, model.create_args, path)
+    splits = data.load_splits(dataset, data_dir, meta["image_size"], split_file=split_file,
+                              seed=meta.get("seed", 0), mean=tuple(meta["mean"]), std=tuple(meta["std"]),
                               augment=False, per_class=dict.fromkeys(("train", "val", "test"), per_class))
     if splits.in_channels != model.create_args["in_channels"]:
         raise ValueError(f"{dataset} images have {splits.in_channels} channel(s), the model expects "

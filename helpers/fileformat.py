@@ -388,6 +388,7 @@ def _parse(buf, max_elements) -> Parsed:
     sync = _int(header, "sync_interval", 1, (1 << 16) // huffman.MAX_CODE_LEN - 1, "header")
     for key in ("create_args", "metadata"):
         _need(isinstance(header.get(key), dict), f"header: '{key}' must be an object")
+    _check_metadata(header["metadata"], header["create_args"].get("in_channels"))
     layer_list, tensor_list = header.get("layers"), header.get("tensors")
     _need(isinstance(layer_list, list) and isinstance(tensor_list, list),
           "header: 'layers' or 'tensors' missing")
@@ -409,6 +410,7 @@ def _parse(buf, max_elements) -> Parsed:
         k = len(cb) // 4
         _need(len(cb) % 4 == 0 and k <= 1 << bits, f"{where}: codebook size does not match bits")
         codebook = np.frombuffer(cb, dtype="<f4").astype(np.float32)
+        _need(np.isfinite(codebook).all(), f"{where}: codebook holds NaN or infinite values")
         for key, alphabet, count_range in (("index", k, (n, n)), ("gap", 1 << g, (n, numel))):
             s = d.get(key)
             w = f"{where} {key} stream"
@@ -472,6 +474,25 @@ def _parse(buf, max_elements) -> Parsed:
         layers[name] = SparseLayer(shape, bits, codebook, positions, idx)
         streams[name] = (idx, gaps)
     return Parsed(header, layers, tensors, streams, size)
+
+
+def _check_metadata(meta: dict, in_channels) -> None:
+    """The metadata keys the readers act on (helpers.evaluate): types and sane ranges, when present."""
+    if "class_names" in meta:
+        names = meta["class_names"]
+        _need(isinstance(names, list) and 0 < len(names) <= 1 << 20 and all(isinstance(c, str) for c in names),
+              "metadata: 'class_names' must be a non-empty list of strings")
+    if "image_size" in meta:
+        _int(meta, "image_size", 1, 4096, "metadata")
+    channels = in_channels if type(in_channels) is int else None
+    for key in ("mean", "std"):
+        if key in meta:
+            v = meta[key]
+            _need(isinstance(v, list) and len(v) in ((channels,) if channels else (1, 3))
+                  and all(type(x) in (int, float) and math.isfinite(x) for x in v)
+                  and (key == "mean" or all(x > 0 for x in v)),
+                  f"metadata: '{key}' must be a list of {channels or '1 or 3'} finite numbers"
+                  + (" above 0" if key == "std" else ""))
 
 
 def _read(path) -> bytes:

@@ -80,6 +80,7 @@ def _sparsities_ok(value) -> bool:
 def rules() -> dict:
     """Field -> (predicate, what is allowed). Every key ``Profile.for_model`` returns has one."""
     from .pruning import ALLOCATIONS
+    from .training import PRECISIONS
 
     return {
         "image_size": integer(1, 4096),
@@ -106,6 +107,8 @@ def rules() -> dict:
         "quant_epochs": integer(1),
         "quant_lr_factor": number(0, None, low_open=True),
         "world_size": integer(1, 4096),
+        "precision": one_of(PRECISIONS),
+        "threads": optional(integer(1, 1024)),
     }
 
 

@@ -63,3 +63,51 @@ def test_corrupt_file_and_wrong_dataset_give_clear_errors(digits_file, tmp_path,
     assert "channel" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         evaluate.main([str(tmp_path / "missing.dcz"), "--dataset", "digits"])
+
+
+def rewrite(path, tmp_path, metadata=None, codebook_value=None):
+    """A CRC-valid copy of ``path`` with other metadata or one codebook value changed."""
+    contents = fileformat.read_compressed(path)
+    layers = contents.layers
+    if codebook_value is not None:
+        name = next(iter(layers))
+        layers[name].codebook[0] = codebook_value
+    out = tmp_path / f"bad{len(list(tmp_path.iterdir()))}.dcz"
+    fileformat.save_compressed(out, contents.create_args, layers, contents.other_tensors,
+                               {**contents.metadata, **(metadata or {})})
+    return out
+
+
+@pytest.mark.parametrize("bad,message", [
+    ({"class_names": 5}, "'class_names' must be a non-empty list of strings"),
+    ({"class_names": [1, 2]}, "'class_names' must be a non-empty list of strings"),
+    ({"image_size": 100000}, "'image_size' missing or out of range"),
+    ({"image_size": "8"}, "'image_size' missing or out of range"),
+    ({"mean": [0.1, 0.2, 0.3]}, "'mean' must be a list of 1 finite numbers"),
+    ({"std": [0.0]}, "'std' must be a list of 1 finite numbers above 0"),
+    ({"mean": "0.3"}, "'mean' must be a list"),
+])
+def test_bad_metadata_is_refused_on_load(digits_file, tmp_path, capsys, bad, message):
+    path = rewrite(digits_file[0], tmp_path, bad)
+    with pytest.raises(fileformat.CompressedFileError, match=message):
+        fileformat.read_compressed(path)
+    assert evaluate.main([str(path), "--dataset", "digits"]) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bad,message", [
+    ({"class_names": ["a", "b"]}, "names 2 classes but its model has 10 outputs"),
+    ({"image_size": 16}, "says its inputs are 16 px but its model was built for 8 px"),
+    ({"seed": "x"}, "not an integer"),
+])
+def test_metadata_that_does_not_fit_the_model_is_refused(digits_file, tmp_path, capsys, bad, message):
+    path = rewrite(digits_file[0], tmp_path, bad)
+    assert evaluate.main([str(path), "--dataset", "digits"]) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_a_codebook_value_that_is_not_finite_is_refused(digits_file, tmp_path, value):
+    path = rewrite(digits_file[0], tmp_path, codebook_value=value)
+    with pytest.raises(fileformat.CompressedFileError, match="codebook holds NaN or infinite values"):
+        fileformat.load_compressed(path)
