@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import config, data, models, pruning, quantization, reporting, training
+from . import config, data, models, progress, pruning, quantization, reporting, training
 from .io import atomic_torch_save
 
 MIN_PRUNABLE_WEIGHTS = 256
@@ -159,16 +159,13 @@ def _save_record(out_dir: Path, stage: str, record: dict, settings: dict) -> dic
 
 
 def _say(settings: dict, stage: str, message: str) -> None:
-    try:
-        from .progress import emit
-    except ImportError:  # the progress module is optional for a plain Python user
-        emit = print
-    emit(f"{settings.get('model_name', 'model')} {stage}  {message}")
+    """One progress line (shown live by the runner; a plain print elsewhere)."""
+    progress.emit(f"{settings.get('model_name', 'model')} {stage}  {message}")
 
 
 def _fit(model, train_loader, val_loader, epochs, device, settings, stage, **kwargs):
     extra = {"world_size": settings["world_size"]} if settings.get("world_size", 1) != 1 else {}
-    log = lambda line: _say(settings, stage, line)
+    log = progress.fit_logger(f"{settings.get('model_name', 'model')} {stage}", epochs)
     return training.fit(model, train_loader, val_loader, epochs, device, seed=settings["seed"] + kwargs.pop("seed_offset", 0),
                         log=log, progress=False, **kwargs, **extra)
 
