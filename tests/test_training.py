@@ -88,3 +88,19 @@ def test_checkpoint_is_written_atomically(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         io.atomic_torch_save({"a": torch.ones(2)}, target)
     assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]
+
+
+def test_bf16_precision_autocasts_on_cpu_and_auto_stays_fp32():
+    train, val = _toy_loaders()
+    model = _fresh_model(0)
+    seen = []
+    model.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    history = training.fit(model, train, val, 1, torch.device("cpu"), lr=0.05, precision="bf16",
+                           progress=False, log=lambda m: None)
+    assert set(seen) == {torch.bfloat16} and len(history) == 1
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # autocast, not a bf16 model
+    seen.clear()
+    training.fit(model, train, None, 1, torch.device("cpu"), precision="auto", progress=False, log=lambda m: None)
+    assert set(seen) == {torch.float32}
+    with pytest.raises(ValueError, match="CUDA"):
+        training.fit(model, train, None, 1, torch.device("cpu"), precision="fp16")
