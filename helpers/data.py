@@ -34,6 +34,10 @@ class DatasetNotFoundError(FileNotFoundError):
     """The dataset is neither on disk nor downloadable; the message says where to put it."""
 
 
+class DatasetError(ValueError):
+    """The images are there but cannot make a sound split (one class, too few images); the message says why."""
+
+
 @dataclass
 class Splits:
     train: Dataset
@@ -64,7 +68,7 @@ def resolve_sea_animals_dir(data_dir=None, download=True) -> Path:
         try:
             import kagglehub
 
-            return Path(kagglehub.dataset_download(KAGGLE_HANDLE))
+            return unwrap_single_folder(Path(kagglehub.dataset_download(KAGGLE_HANDLE)))
         except Exception as exc:  # no network, no kagglehub, Kaggle refusing: all mean "not here"
             reason = f"{type(exc).__name__}: {exc}"
     else:
@@ -90,22 +94,64 @@ def check_image(path: Path) -> str | None:
         return f"{type(exc).__name__}: {exc}"
 
 
+def unwrap_single_folder(root: Path) -> Path:
+    """``root``, or its only subfolder when ``root`` is just a wrapper around the class folders.
+
+    Archives (Kaggle's included) often unpack to ``<root>/<Name>/<Class>/<image>``; used for the
+    download only: a folder the user passed is checked by ``scan_folder`` and refused with the fix.
+    """
+    entries = [p for p in root.iterdir() if not p.name.startswith(".")]
+    if len(entries) == 1 and entries[0].is_dir() and _holds_class_folders(entries[0]):
+        return entries[0]
+    return root
+
+
+def _holds_class_folders(folder: Path) -> bool:
+    subfolders = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    return len(subfolders) >= 2 and any(f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS
+                                        for sub in subfolders for f in sub.iterdir())
+
+
+def _unusable_link(path: Path) -> str | None:
+    """Why a symlink is not scanned (a loop, a dangling link, a linked folder), or None for a linked file."""
+    if not path.is_symlink():
+        return None
+    try:
+        target = path.resolve(strict=True)
+    except (OSError, RuntimeError):
+        return "symlink loop or dangling symlink"
+    return "symlinked folder, not followed" if target.is_dir() else None
+
+
 def scan_folder(root) -> dict:
     """List every image under ``root/<Class>/``; report unreadable files and exact duplicates.
 
     Returns ``{"classes", "items": [[relpath, label]], "skipped": [[relpath, reason]],
     "duplicates": [[dropped relpath, kept relpath]]}``. Duplicates keep the first path in sorted order.
+    Symlink loops, dangling links and linked folders are listed in ``skipped`` (never followed). A
+    folder holding one folder of class folders is refused with the path to pass instead.
     """
     root = Path(root)
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    entries = sorted(p for p in root.iterdir() if not p.name.startswith("."))
+    # a linked class folder is used (e.g. classes gathered from several disks); a broken one is listed
+    broken = [p for p in entries if _unusable_link(p) == "symlink loop or dangling symlink"]
+    skipped = [[p.name, "symlink loop or dangling symlink"] for p in broken]
+    classes = [p.name for p in entries if p.is_dir() and p not in broken]
     if not classes:
         raise DatasetNotFoundError(f"{root} holds no class folders; expected {root}/<Class>/<image>.")
-    items, skipped, duplicates, seen = [], [], [], {}
+    if len(classes) == 1 and _holds_class_folders(root / classes[0]):
+        raise DatasetError(f"{root} holds a single folder, {classes[0]}, which itself holds class folders: "
+                           f"pass {root / classes[0]} as the data folder instead (--data-dir).")
+    items, duplicates, seen = [], [], {}
     for label, name in enumerate(classes):
         for path in sorted((root / name).rglob("*")):
+            rel = path.relative_to(root).as_posix()
+            link_problem = _unusable_link(path)
+            if link_problem:
+                skipped.append([rel, link_problem])
+                continue
             if not path.is_file() or path.suffix.lower() not in IMAGE_EXTENSIONS:
                 continue
-            rel = path.relative_to(root).as_posix()
             problem = check_image(path)
             if problem:
                 skipped.append([rel, problem])
@@ -136,6 +182,29 @@ def stratified_split(labels, fractions=SPLIT_FRACTIONS, seed=0) -> tuple[list, l
     return tuple(sorted(int(i) for i in p) for p in parts)
 
 
+def smallest_class_size(fractions=SPLIT_FRACTIONS) -> int:
+    """The fewest images a class needs for at least one in each part of a ``stratified_split``."""
+    n = 1
+    while not (round(fractions[1] * n) >= 1 and round(fractions[2] * n) >= 1
+               and n - round(fractions[1] * n) - round(fractions[2] * n) >= 1):
+        n += 1
+    return n
+
+
+def check_class_counts(classes, labels, fractions=SPLIT_FRACTIONS, root="the data folder") -> None:
+    """``DatasetError`` naming the classes too small to appear in train, val and test, or fewer than 2 classes."""
+    counts = np.bincount(np.asarray(labels, dtype=int), minlength=len(classes))
+    if len(classes) < 2:
+        raise DatasetError(f"{root} holds only one class folder ({classes[0]}); a classifier needs at least "
+                           "two: put each class's images in its own folder, <Class>/<image>.")
+    need = smallest_class_size(fractions)
+    small = [f"{name} ({count})" for name, count in zip(classes, counts) if count < need]
+    if small:
+        raise DatasetError(f"{len(small)} class folder(s) of {root} hold fewer than the {need} usable images a "
+                           f"class needs to appear in train, val and test: {', '.join(small)}. Add images to "
+                           "them or move those folders out.")
+
+
 def take_per_class(indices, labels, per_class: int | None, seed=0) -> list:
     """A stratified slice: at most ``per_class`` of ``indices`` from each class (the ``ci`` profile)."""
     if not per_class:
@@ -161,6 +230,7 @@ def folder_split(root, split_file=None, seed=0, fractions=SPLIT_FRACTIONS) -> di
         return split
     scan = scan_folder(root)
     labels = [label for _, label in scan["items"]]
+    check_class_counts(scan["classes"], labels, fractions, root)
     train, val, test = stratified_split(labels, fractions, seed)
     split = {"root": str(root), "seed": seed, "classes": scan["classes"],
              "skipped": scan["skipped"], "duplicates": scan["duplicates"],

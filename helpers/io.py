@@ -57,3 +57,23 @@ def remove_stale_temp_files(folder) -> list[Path]:
             path.unlink()
             removed.append(path)
     return removed
+
+
+class MissingStageOutput(FileNotFoundError):
+    """A notebook needs a file an earlier notebook writes; the message says which one to run first."""
+
+
+def require_output(path, made_by: str) -> Path:
+    """``path`` if it exists, else ``MissingStageOutput`` naming the notebook that writes it.
+
+    ``require_output(model_dir / "baseline.pt", "02_baseline_training")`` in notebook 03 turns a raw
+    ``FileNotFoundError`` into "run 02 first".
+    """
+    path = Path(path)
+    if path.exists():
+        return path
+    number = made_by[:2]
+    raise MissingStageOutput(
+        f"{path} does not exist yet: notebook {made_by} writes it, and it has not run (or did not finish) "
+        f"for this model and run folder. Run notebook {number} first, e.g. `python -m helpers.run ... "
+        f"--notebooks {number}` with the same --dataset, --model, --profile and --out, or run the notebooks in order.")

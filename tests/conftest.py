@@ -25,7 +25,7 @@ def messy_folder(tmp_path) -> Path:
     Image.fromarray(rng.integers(0, 255, (20, 30), dtype=np.uint8), "L").convert("P").save(
         root / "a class/palette.png")
     (root / "a class/gray.jpg").write_bytes(_jpeg_bytes("L"))
-    for i in range(3):  # good images so both classes can be split
+    for i in range(4):  # good images so both classes can be split (4 each: one for val and test)
         (root / f"b/good{i}.jpg").write_bytes(_jpeg_bytes("RGB", seed=10 + i))
         (root / f"a class/good{i}.jpg").write_bytes(_jpeg_bytes("RGB", seed=20 + i))
     full = _jpeg_bytes("RGB", size=(64, 64), seed=3)

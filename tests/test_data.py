@@ -12,18 +12,18 @@ def test_scan_reports_exactly_the_bad_files_and_loads_the_rest(messy_folder):
     scan = data.scan_folder(messy_folder)
     assert sorted(rel for rel, _ in scan["skipped"]) == ["b/empty.jpg", "b/notes.jpg", "b/truncated.jpg"]
     assert scan["classes"] == ["a class", "b"]
-    assert len(scan["items"]) == 9
+    assert len(scan["items"]) == 11
     ds = data.ImageListDataset(messy_folder, scan["items"], data.make_transforms(16, data.IMAGENET_MEAN,
                                                                                  data.IMAGENET_STD, True))
     batches = list(torch.utils.data.DataLoader(ds, batch_size=4))  # a whole epoch, nothing raises
-    assert sum(len(y) for _, y in batches) == 9
+    assert sum(len(y) for _, y in batches) == 11
     assert all(x.shape[1:] == (3, 16, 16) for x, _ in batches)
 
 
 def test_load_splits_on_a_messy_folder_reports_skipped(messy_folder, tmp_path):
     splits = data.load_splits("folder", messy_folder, image_size=16, split_file=tmp_path / "split.json")
     assert len(splits.info["skipped"]) == 3
-    assert sum(splits.info["sizes"].values()) == 9
+    assert sum(splits.info["sizes"].values()) == 11
     assert (tmp_path / "split.json").exists()
 
 
@@ -31,7 +31,7 @@ def test_duplicates_are_dropped_before_splitting(messy_folder):
     (messy_folder / "b/copy_of_a.jpg").write_bytes((messy_folder / "a class/good0.jpg").read_bytes())
     scan = data.scan_folder(messy_folder)
     assert scan["duplicates"] == [["b/copy_of_a.jpg", "a class/good0.jpg"]]
-    assert len({rel for rel, _ in scan["items"]}) == len(scan["items"]) == 9
+    assert len({rel for rel, _ in scan["items"]}) == len(scan["items"]) == 11
 
 
 def test_stratified_split_is_stratified_disjoint_and_seeded():
@@ -137,3 +137,41 @@ def test_evaluation_slice_is_a_fixed_random_sample_across_classes():
     assert evaluation_slice(dataset, None) is dataset and evaluation_slice(dataset, 900) is dataset
     with pytest.raises(ValueError, match="positive integer"):
         evaluation_slice(dataset, 0)
+
+
+def test_a_folder_holding_one_folder_of_class_folders_is_refused_with_the_path_to_pass(messy_folder, tmp_path):
+    wrapper = tmp_path / "wrapper"
+    wrapper.mkdir()
+    messy_folder.rename(wrapper / "Sea Animals")
+    with pytest.raises(data.DatasetError, match=r"single folder, Sea Animals, .* pass .*wrapper/Sea Animals"):
+        data.load_splits("folder", wrapper, image_size=16)
+    assert data.unwrap_single_folder(wrapper) == wrapper / "Sea Animals"  # the download's case
+    assert data.unwrap_single_folder(wrapper / "Sea Animals") == wrapper / "Sea Animals"
+
+
+def test_one_class_or_too_few_images_per_class_is_refused_naming_them(messy_folder, tmp_path):
+    assert data.smallest_class_size() == 4
+    (messy_folder / "b" / "good3.jpg").unlink()
+    with pytest.raises(data.DatasetError, match=r"fewer than the 4 usable images .*: b \(3\)"):
+        data.load_splits("folder", messy_folder, image_size=16, split_file=tmp_path / "split.json")
+    assert not (tmp_path / "split.json").exists()
+    one = tmp_path / "one"
+    one.mkdir()
+    (messy_folder / "a class").rename(one / "a class")
+    with pytest.raises(data.DatasetError, match="only one class folder"):
+        data.load_splits("folder", one, image_size=16)
+
+
+def test_symlink_loops_dangling_links_and_linked_folders_are_listed(messy_folder):
+    (messy_folder / "b" / "loop.jpg").symlink_to(messy_folder / "b" / "loop.jpg")
+    (messy_folder / "b" / "gone.jpg").symlink_to(messy_folder / "nowhere.jpg")
+    (messy_folder / "b" / "linked").symlink_to(messy_folder / "a class")
+    (messy_folder / "c").symlink_to(messy_folder / "c")
+    (messy_folder / "a class" / "alias.jpg").symlink_to(messy_folder / "a class" / "good0.jpg")
+    scan = data.scan_folder(messy_folder)
+    reasons = dict(map(tuple, scan["skipped"]))
+    assert reasons["b/loop.jpg"] == reasons["b/gone.jpg"] == reasons["c"] == "symlink loop or dangling symlink"
+    assert reasons["b/linked"] == "symlinked folder, not followed"
+    assert scan["classes"] == ["a class", "b"]
+    assert ["a class/good0.jpg", "a class/alias.jpg"] in scan["duplicates"] or \
+        ["a class/alias.jpg", "a class/good0.jpg"] in scan["duplicates"]  # a linked file is read once
