@@ -136,6 +136,9 @@ def check_arguments(parser, args) -> tuple[str, Path, dict]:
                      "(it is created if missing).")
     if args.data_dir and not Path(args.data_dir).exists():
         parser.error(f"--data-dir {args.data_dir} does not exist")
+    if not NOTEBOOK_DIR.is_dir():
+        parser.error(f"{NOTEBOOK_DIR} is missing: the runner executes the notebooks of a checkout of this "
+                     "repository; clone it and install it with `pip install -e .` (not from a wheel).")
     if not notebooks(args.notebooks):
         parser.error(f"no notebooks match {args.notebooks} in {NOTEBOOK_DIR}")
     return profile, run_dir, overrides
