@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 
 from .models import min_image_size
-from .pruning import ALLOCATIONS
+from .sensitivity import ALLOCATIONS
 from .validation import SettingsError, check_overrides, check_settings  # noqa: F401 (config's API)
 NATIVE_SIZE = {"mnist": 28, "fashion-mnist": 28, "digits": 8}  # grayscale sets keep their own size
 DEFAULT_KEY = "default"  # a per-model field's entry for models without their own

@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import config, data, models, progress, pruning, quantization, reporting, training
+from . import config, data, models, progress, pruning, quantization, reporting, sensitivity, training
 from .io import atomic_torch_save
 
 MIN_PRUNABLE_WEIGHTS = 256
@@ -239,12 +239,12 @@ def plan_pruning(model, val_loader, settings, out_dir, *, device=None) -> dict:
     scan = _cached_scan(model, slice_loader, settings, out_dir, device)
     recorded = _begin("plan", settings, model, out_dir)
     sizes = {n: layer.weight.numel() for n, layer in prunable_layers(model).items()}
-    targets, note = pruning.allocate_budget(settings["budget_allocation"], scan, baseline_val, sizes,
+    targets, note = sensitivity.allocate_budget(settings["budget_allocation"], scan, baseline_val, sizes,
                                             settings["sensitivity_tolerance"], settings["target_kept"])
     all_layers = models.compressible_layers(model)
     plan = {"targets": {n: targets.get(n, 0.0) for n in all_layers}, "allocation": settings["budget_allocation"],
             "allocation_note": note, "budget_met": note is not None, "budget": settings["target_kept"],
-            "baseline_val_slice": baseline_val, "planned_kept": pruning.kept_share(targets, sizes),
+            "baseline_val_slice": baseline_val, "planned_kept": sensitivity.kept_share(targets, sizes),
             "kept_whole": [n for n in all_layers if n not in sizes], "scan": scan, "settings": recorded}
     reporting.write_json(out_dir / "pruning_plan.json", plan)
     _say(settings, "plan", f"{settings['budget_allocation']}: keep {plan['planned_kept']:.2%} of prunable weights")
@@ -260,7 +260,7 @@ def _cached_scan(model, slice_loader, settings, out_dir, device) -> dict:
     started = time.time()
     scan = {}
     for i, name in enumerate(layers, 1):  # one layer at a time, so the terminal shows progress
-        scan.update(pruning.sensitivity_scan(model, lambda m: training.evaluate(m, slice_loader, device)["top1"],
+        scan.update(sensitivity.sensitivity_scan(model, lambda m: training.evaluate(m, slice_loader, device)["top1"],
                                              settings["sensitivity_sparsities"], layers=[name]))
         _say(settings, "scan", f"layer {i}/{len(layers)} {name}  {time.time() - started:.0f} s")
     reporting.write_json(path, scan)

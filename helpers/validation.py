@@ -79,7 +79,7 @@ def _sparsities_ok(value) -> bool:
 
 def rules() -> dict:
     """Field -> (predicate, what is allowed). Every key ``Profile.for_model`` returns has one."""
-    from .pruning import ALLOCATIONS
+    from .sensitivity import ALLOCATIONS
     from .training import PRECISIONS
 
     return {

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import models, pruning
+from helpers import models, pruning, sensitivity
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -121,11 +121,11 @@ def test_targets_from_sensitivity_stops_at_first_failure():
     scan = {"conv": [(0.0, 0.90), (0.5, 0.89), (0.7, 0.85), (0.9, 0.895)],  # the lucky 0.9 is ignored
             "fc": [(0.5, 0.90), (0.9, 0.89), (0.99, 0.885), (0.999, 0.89)],
             "fragile": [(0.5, 0.5)]}
-    targets = pruning.targets_from_sensitivity(scan, baseline_metric=0.90, tolerance=0.02,
+    targets = sensitivity.targets_from_sensitivity(scan, baseline_metric=0.90, tolerance=0.02,
                                                max_sparsity=0.99)
     assert targets == {"conv": 0.5, "fc": 0.99, "fragile": 0.0}
     losses = {"fc": [(0.5, 1.0), (0.9, 1.3)]}
-    assert pruning.targets_from_sensitivity(losses, 1.0, 0.1, higher_is_better=False) == {"fc": 0.5}
+    assert sensitivity.targets_from_sensitivity(losses, 1.0, 0.1, higher_is_better=False) == {"fc": 0.5}
 
 
 @pytest.mark.parametrize("call, message", [
@@ -137,7 +137,7 @@ def test_targets_from_sensitivity_stops_at_first_failure():
     (lambda: pruning.mask_from_threshold(torch.ones(4), -0.5), "threshold must be"),
     (lambda: pruning.sparsity_schedule({"fc": 0.9}, 0), "rounds must be a positive integer"),
     (lambda: pruning.sparsity_schedule({"fc": 1.2}, 3), "target sparsity of 'fc'"),
-    (lambda: pruning.targets_from_sensitivity({}, 0.9, -0.1), "tolerance must be"),
+    (lambda: sensitivity.targets_from_sensitivity({}, 0.9, -0.1), "tolerance must be"),
 ])
 def test_bad_values_raise_clear_value_errors(call, message):
     with pytest.raises(ValueError, match=message):
@@ -158,9 +158,9 @@ def test_bad_model_level_inputs_raise_and_leave_model_untouched():
     with pytest.raises(ValueError, match="has shape"):
         pruning.apply_masks(model, {"features.0": torch.ones(3, dtype=torch.bool)})
     with pytest.raises(ValueError, match="Unknown layer"):
-        pruning.sensitivity_scan(model, lambda m: 0.0, [0.5], layers=["nope"])
+        sensitivity.sensitivity_scan(model, lambda m: 0.0, [0.5], layers=["nope"])
     with pytest.raises(ValueError, match="sparsity must be"):
-        pruning.sensitivity_scan(model, lambda m: 0.0, [0.5, 1.01])
+        sensitivity.sensitivity_scan(model, lambda m: 0.0, [0.5, 1.01])
     with pytest.raises(ValueError, match="Unknown layer"):
         pruning.load_pruned_state_dict(
             model, {"features.9.parametrizations.weight.0.mask": torch.ones(3, dtype=torch.bool)})
@@ -389,7 +389,7 @@ def test_sensitivity_scan_leaves_model_bit_identical():
         return (m(x).argmax(1) == y).float().mean().item()
 
     grid = [0.0, 0.5, 0.9]
-    scan = pruning.sensitivity_scan(model, accuracy, grid)
+    scan = sensitivity.sensitivity_scan(model, accuracy, grid)
     assert list(scan) == list(models.compressible_layers(model))
     assert all([s for s, _ in curve] == grid and all(0 <= a <= 1 for _, a in curve)
                for curve in scan.values())
@@ -407,7 +407,7 @@ def test_sensitivity_scan_leaves_model_bit_identical():
         raise RuntimeError("evaluation broke")
 
     with pytest.raises(RuntimeError, match="evaluation broke"):
-        pruning.sensitivity_scan(model, failing, grid)
+        sensitivity.sensitivity_scan(model, failing, grid)
     assert_state_dicts_equal(model.state_dict(), before)
 
 
@@ -435,17 +435,17 @@ def test_targets_for_budget_meets_the_budget_and_no_more():
     scan = {"big": [(0.5, 0.90), (0.9, 0.80)], "small": [(0.5, 0.88), (0.9, 0.50)]}
     sizes = {"big": 100, "small": 10}
     # within 0.02 only 50% of each layer may go: 55 of 110 kept, within a 50% budget
-    targets, tol = pruning.targets_for_budget(scan, 0.90, sizes, 0.02, max_kept=0.5)
+    targets, tol = sensitivity.targets_for_budget(scan, 0.90, sizes, 0.02, max_kept=0.5)
     assert targets == {"big": 0.5, "small": 0.5} and tol == pytest.approx(0.02)
     # a loose tolerance would prune both layers to 90%; the budget needs no more than 50%
-    targets, tol = pruning.targets_for_budget(scan, 0.90, sizes, 0.5, max_kept=0.5)
+    targets, tol = sensitivity.targets_for_budget(scan, 0.90, sizes, 0.5, max_kept=0.5)
     assert targets == {"big": 0.5, "small": 0.5} and tol == pytest.approx(0.02)
     # the tolerant big layer gives up more first: 10 + 5 = 15 of 110 kept
-    targets, tol = pruning.targets_for_budget(scan, 0.90, sizes, 0.02, max_kept=0.2)
+    targets, tol = sensitivity.targets_for_budget(scan, 0.90, sizes, 0.02, max_kept=0.2)
     assert targets == {"big": 0.9, "small": 0.5} and tol == pytest.approx(0.10)
-    targets, tol = pruning.targets_for_budget(scan, 0.90, sizes, 0.02, max_kept=0.01)
+    targets, tol = sensitivity.targets_for_budget(scan, 0.90, sizes, 0.02, max_kept=0.01)
     assert targets == {"big": 0.9, "small": 0.9} and tol is None
-    targets, tol = pruning.targets_for_budget(scan, 0.90, sizes, 0.02, max_kept=0.01, max_sparsity=0.3)
+    targets, tol = sensitivity.targets_for_budget(scan, 0.90, sizes, 0.02, max_kept=0.01, max_sparsity=0.3)
     assert targets == {"big": 0.0, "small": 0.0} and tol is None
 
 
@@ -453,14 +453,14 @@ def test_targets_by_cost_per_weight_spends_accuracy_where_weights_are_cheap():
     # fc: 0.03 for 900 weights (3.3e-5 a weight); conv: 0.03 for 5 weights (6e-3 a weight)
     scan = {"fc": [(0.5, 0.88), (0.9, 0.87), (0.99, 0.80)], "conv": [(0.5, 0.87), (0.9, 0.70)]}
     sizes = {"fc": 1000, "conv": 10}
-    targets, drop = pruning.targets_by_cost_per_weight(scan, 0.90, sizes, max_kept=0.5)
+    targets, drop = sensitivity.targets_by_cost_per_weight(scan, 0.90, sizes, max_kept=0.5)
     assert targets == {"fc": 0.9, "conv": 0.0} and drop == pytest.approx(0.03)
     # one tolerance for all layers needs 0.03 to meet the budget, and then prunes conv as well
-    targets, tol = pruning.targets_for_budget(scan, 0.90, sizes, 0.0, max_kept=0.5)
+    targets, tol = sensitivity.targets_for_budget(scan, 0.90, sizes, 0.0, max_kept=0.5)
     assert targets == {"fc": 0.9, "conv": 0.5} and tol == pytest.approx(0.03)
     # the cheapest step a weight may go well past the budget (110 of 1010 kept for a 60% budget)
-    assert pruning.targets_by_cost_per_weight(scan, 0.90, sizes, max_kept=0.6)[0] == {"fc": 0.9, "conv": 0.0}
-    assert pruning.targets_by_cost_per_weight(scan, 0.90, sizes, max_kept=1.0) == ({"fc": 0.0, "conv": 0.0}, 0.0)
+    assert sensitivity.targets_by_cost_per_weight(scan, 0.90, sizes, max_kept=0.6)[0] == {"fc": 0.9, "conv": 0.0}
+    assert sensitivity.targets_by_cost_per_weight(scan, 0.90, sizes, max_kept=1.0) == ({"fc": 0.0, "conv": 0.0}, 0.0)
 
 
 def test_targets_by_cost_per_weight_distrusts_lucky_points_and_reports_an_unreachable_budget():
@@ -468,24 +468,24 @@ def test_targets_by_cost_per_weight_distrusts_lucky_points_and_reports_an_unreac
     # 0.01, so b's 0.02 for 50 weights is the cheaper step
     scan = {"a": [(0.5, 0.85), (0.9, 0.89)], "b": [(0.5, 0.88), (0.9, 0.86)]}
     sizes = {"a": 100, "b": 100}
-    targets, drop = pruning.targets_by_cost_per_weight(scan, 0.90, sizes, max_kept=0.75)
+    targets, drop = sensitivity.targets_by_cost_per_weight(scan, 0.90, sizes, max_kept=0.75)
     assert targets == {"a": 0.0, "b": 0.5} and drop == pytest.approx(0.02)
-    targets, drop = pruning.targets_by_cost_per_weight(scan, 0.90, sizes, max_kept=0.05)
+    targets, drop = sensitivity.targets_by_cost_per_weight(scan, 0.90, sizes, max_kept=0.05)
     assert targets == {"a": 0.9, "b": 0.9} and drop is None
-    targets, drop = pruning.targets_by_cost_per_weight(scan, 0.90, sizes, max_kept=0.05, max_sparsity=0.6)
+    targets, drop = sensitivity.targets_by_cost_per_weight(scan, 0.90, sizes, max_kept=0.05, max_sparsity=0.6)
     assert targets == {"a": 0.5, "b": 0.5} and drop is None
     with pytest.raises(ValueError, match="max_kept"):
-        pruning.targets_by_cost_per_weight(scan, 0.90, sizes, max_kept=1.5)
+        sensitivity.targets_by_cost_per_weight(scan, 0.90, sizes, max_kept=1.5)
 
 
 def test_allocate_budget_dispatches_by_name_and_rejects_unknown_names():
     scan = {"fc": [(0.5, 0.88), (0.9, 0.87), (0.99, 0.80)], "conv": [(0.5, 0.87), (0.9, 0.70)]}
     sizes = {"fc": 1000, "conv": 10}
-    assert pruning.allocate_budget("tolerance", scan, 0.90, sizes, 0.0, 0.5) == \
+    assert sensitivity.allocate_budget("tolerance", scan, 0.90, sizes, 0.0, 0.5) == \
         ({"fc": 0.9, "conv": 0.5}, "tolerance used 0.030")
-    assert pruning.allocate_budget("cost_per_weight", scan, 0.90, sizes, 0.0, 0.5) == \
+    assert sensitivity.allocate_budget("cost_per_weight", scan, 0.90, sizes, 0.0, 0.5) == \
         ({"fc": 0.9, "conv": 0.0}, "summed single-layer drop 0.030")
-    assert pruning.allocate_budget("cost_per_weight", scan, 0.90, sizes, 0.0, 0.001)[1] is None
-    assert pruning.kept_share({"fc": 0.9, "conv": 0.5}, sizes) == pytest.approx(105 / 1010)
+    assert sensitivity.allocate_budget("cost_per_weight", scan, 0.90, sizes, 0.0, 0.001)[1] is None
+    assert sensitivity.kept_share({"fc": 0.9, "conv": 0.5}, sizes) == pytest.approx(105 / 1010)
     with pytest.raises(ValueError, match="budget_allocation 'greedy' is unknown; choose one of tolerance"):
-        pruning.allocate_budget("greedy", scan, 0.90, sizes, 0.0, 0.5)
+        sensitivity.allocate_budget("greedy", scan, 0.90, sizes, 0.0, 0.5)
