@@ -163,3 +163,19 @@ def test_a_failure_shows_the_whole_message_the_notebook_and_the_wall_time(tmp_pa
     assert failure["step"] == "lenet300/03_pruning" and failure["notebook"] == str(out / "lenet300" / "03_pruning.ipynb")
     assert failure["message"] in proc.stdout and len(failure["message"]) > 0
     assert json.loads((out / "runner.json").read_text())["models"]["lenet300"]["status"] == "failed"
+
+
+def test_every_notebook_takes_the_dataset_from_the_environment_when_not_passed(tmp_path, monkeypatch):
+    import nbformat
+
+    from helpers import config
+    from helpers.run import notebooks
+
+    for path in notebooks():
+        cell = next(c for c in nbformat.read(path, as_version=4).cells if "parameters" in c.metadata.get("tags", []))
+        namespace = {}
+        exec(cell.source, namespace)  # the parameters cell is plain assignments
+        assert namespace["dataset"] == "", f"{path.name}: dataset = {namespace['dataset']!r} hides $DC_DATASET"
+    monkeypatch.setenv("DC_DATASET", "digits")
+    monkeypatch.delenv("DC_OVERRIDES", raising=False)
+    assert config.resolve_settings("", "", "lenet5", "ci", tmp_path, 0)["dataset"] == "digits"
