@@ -14,17 +14,13 @@ codebook; in ``state_dict`` a quantized layer ``L`` appears as::
 
 from __future__ import annotations
 
-import copy
-import io
 import math
 import operator
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 from torch.nn.utils import parametrize
 
 
@@ -442,65 +438,5 @@ def distinct_values(model: nn.Module) -> dict[str, int]:
 
 
 # ---------------------------------------------------------------------------------------------------
-# int8 baseline: what the original project did; post-training int8 of the dense model.
-
-class Int8Conv2d(nn.Module):
-    """Weight-only int8 Conv2d: symmetric per-output-channel int8 weights, dequantized per forward.
-
-    torch.ao's dynamic quantization has no Conv2d and its static path needs calibration data and
-    QuantStubs in each model's forward; weight-only int8 stores the same 1 byte per weight and runs
-    as a plain fp32 convolution on any CPU.
-    """
-
-    def __init__(self, conv: nn.Conv2d):
-        super().__init__()
-        if conv.padding_mode != "zeros":
-            raise NotImplementedError("Int8Conv2d supports padding_mode='zeros' only.")
-        w = conv.weight.detach().float()
-        scale = w.abs().amax(dim=(1, 2, 3)).clamp_min(1e-12) / 127
-        self.register_buffer("weight_int8", torch.round(w / scale.view(-1, 1, 1, 1)).clamp(-127, 127)
-                             .to(torch.int8))
-        self.register_buffer("scale", scale)
-        self.register_buffer("bias", None if conv.bias is None else conv.bias.detach().float().clone())
-        self.stride, self.padding, self.dilation, self.groups = (conv.stride, conv.padding,
-                                                                 conv.dilation, conv.groups)
-
-    def forward(self, x):
-        w = self.weight_int8.float() * self.scale.view(-1, 1, 1, 1)
-        return F.conv2d(x, w, self.bias, self.stride, self.padding, self.dilation, self.groups)
-
-
-def int8_model(model: nn.Module) -> nn.Module:
-    """A CPU copy of ``model`` with int8 weights, 1 byte per weight, evaluable by a plain forward.
-
-    Linear: ``torch.ao.quantization.quantize_dynamic`` (per-channel int8 weights, activations
-    quantized on the fly; int8 GEMM). Conv2d: ``Int8Conv2d`` (weight-only, per-channel).
-    Parametrized weights (pruning masks, shared codebooks) are baked in; ``model`` is left untouched.
-    Every weight, zero or not, is stored: this keeps NO pruning or weight-sharing savings; it is
-    the dense int8 reference (AlexNet-23: ~57.1 MB).
-    """
-    m = copy.deepcopy(model).cpu().eval()
-    for parent in list(m.modules()):
-        for child_name, child in parent.named_children():
-            if isinstance(child, nn.Conv2d):
-                setattr(parent, child_name, Int8Conv2d(child))
-            elif isinstance(child, nn.Linear):  # a plain Linear: quantize_dynamic needs no parametrization
-                _bake_weight(child)
-    with warnings.catch_warnings():  # torch.ao.quantization is deprecated in favour of torchao
-        warnings.simplefilter("ignore")
-        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-
-        return quantize_dynamic(m, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
-
-
-def int8_size_bytes(model: nn.Module) -> int:
-    """Bytes of the int8 model's ``state_dict`` as ``torch.save`` writes it (int8 weights + fp32
-    biases and scales + container overhead). ``model`` may be fp32 (converted first) or int8."""
-    already = any(isinstance(m, Int8Conv2d) or type(m).__module__.startswith("torch.ao.nn.quantized")
-                  for m in model.modules())
-    q = model if already else int8_model(model)
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.save(q.state_dict(), buffer)
-    return buffer.getbuffer().nbytes
+# int8 baseline: lives in helpers.int8; these names stay here because notebooks call them from here.
+from .int8 import Int8Conv2d, int8_model, int8_size_bytes  # noqa: E402,F401

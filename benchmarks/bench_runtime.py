@@ -1,0 +1,85 @@
+"""Benchmark of the sparse runtime (``helpers.sparse``) against the dense fp32 and int8 loads.
+
+For AlexNet at 64 px and 224 px and VGG16 at 32 px (23 classes), files with random weights at the
+paper's per-layer densities (Table 4, Table 5; ``helpers.sparse_measure.PAPER_DENSITY``), quantized
+8 bits conv / 5 bits fc, are loaded three ways: dense fp32 (``load_compressed(quantized=False)``),
+int8 of that dense model (``helpers.int8.int8_model``, the original project's approach) and the
+sparse runtime (``load_compressed(runtime="sparse")``). In one run, the three timed in turn round
+after round (so a shared machine slows them alike): median ms per forward at batch 1 and 32, for
+the whole network (part "all") and for its Linear layers alone on their recorded inputs (part
+"fc", the paper's Fig. 9 measure); *_best_ms is the fastest round (what an idle machine gives).
+Weight bytes are resident bytes (parameters, buffers, survivors); *_load_rss is the RSS a fresh
+process gains by loading the file (after importing torch, torchvision, helpers and compiling the
+sparse kernel; freed heap returned with malloc_trim first, for both).
+
+    python benchmarks/bench_runtime.py [--rounds 15] [--threads N] [--only alexnet-64]
+    python benchmarks/bench_runtime.py --calibrate     # break-even densities (helpers.sparse.BREAK_EVEN)
+    python benchmarks/bench_runtime.py --int8-backends  # torch.ao vs torchao int8 Linear (helpers.int8)
+
+The last line printed is JSON: {"results": [{model, part, image_size, batch, dense_ms, int8_ms,
+sparse_ms, dense_weight_bytes, sparse_weight_bytes, dense_load_rss, sparse_load_rss, ...}, ...]}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from helpers import sparse_measure  # noqa: E402
+
+CASES = {"alexnet-64": ("alexnet", 64), "alexnet-224": ("alexnet", 224), "vgg16-32": ("vgg16", 32)}
+
+
+def run_cases(names, rounds, folder):
+    results = []
+    for key in names:
+        name, size = CASES[key]
+        path = os.path.join(folder, f"{key}.dcz")
+        t0 = time.perf_counter()
+        sparse_measure.random_compressed_file(path, name, size)
+        print(f"{key}: file {os.path.getsize(path) / 1e6:.2f} MB in {time.perf_counter() - t0:.0f} s", flush=True)
+        for row in sparse_measure.compare(path, batches=(1, 32), rounds=rounds):
+            results.append(row)
+            print(f"  {row['part']:>3} batch {row['batch']:>2}: dense {row['dense_ms']:8.2f}  int8 "
+                  f"{row['int8_ms']:8.2f}  sparse {row['sparse_ms']:8.2f} ms (median; best "
+                  f"{row['dense_best_ms']:.2f} / {row['int8_best_ms']:.2f} / {row['sparse_best_ms']:.2f})",
+                  flush=True)
+        r = results[-1]
+        print(f"  weights {r['dense_weight_bytes'] / 1e6:.1f} -> {r['sparse_weight_bytes'] / 1e6:.1f} MB; "
+              f"load RSS {r['dense_load_rss'] / 1e6:.1f} -> {r['sparse_load_rss'] / 1e6:.1f} MB; "
+              f"sparse layers {r['sparse_layers']}", flush=True)
+    return results
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--threads", type=int, default=None, help="torch and numba threads (default: torch's)")
+    parser.add_argument("--only", nargs="+", choices=list(CASES), default=list(CASES))
+    parser.add_argument("--calibrate", action="store_true")
+    parser.add_argument("--int8-backends", action="store_true")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    info = {"threads": torch.get_num_threads(), "cpus": os.cpu_count(), "load_avg_start": os.getloadavg()[0]}
+    if args.calibrate:
+        out = sparse_measure.calibrate()
+    elif args.int8_backends:
+        out = sparse_measure.int8_backends()
+    else:
+        with tempfile.TemporaryDirectory() as folder:
+            out = {"results": run_cases(args.only, args.rounds, folder)}
+    out.update(info, load_avg_end=os.getloadavg()[0])
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

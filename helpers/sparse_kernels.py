@@ -1,0 +1,98 @@
+"""Sparse matrix products straight from the shared-weight form (paper section 3 + EIE's idea).
+
+A pruned, quantized layer is kept as row-compressed survivors: ``rowptr`` (int32, one per output
+row + 1), ``cols`` (uint16 column of each survivor when the layer has at most 65,536 inputs, else
+int32) and ``idx`` (uint8 codebook index for <= 256 centroids, else uint16), plus the float32
+codebook. That is 3 bytes per survivor instead of fp32 CSR's 8 (value + int32 column), and the
+kernel looks the weight up in the codebook (32 or 256 floats: always in L1) as it multiplies.
+
+Why numba. A kernel of our own is needed for the uint8/uint16 form (no maintained library
+multiplies through a codebook), and numba compiles it at run time from PyPI wheels alone (numba +
+llvmlite): no C compiler on the target machine, so no build step that can fail. ``parallel=True``
+splits the output rows over the cores (as many threads as torch uses); ``cache=True`` keeps the
+compiled code in ``__pycache__``, so later processes skip the few seconds of compiling.
+
+Measured on the 2-core (AVX2) development machine, shared with other jobs, batch 1, AlexNet's fc6
+(4096 x 9216) at 9 % density: dense fp32 ``F.linear`` ~ 11 ms, scipy fp32 CSR (single-threaded)
+~ 3.5 ms, this kernel ~ 1.2 ms (``python benchmarks/bench_runtime.py`` has the side-by-side rows).
+
+Importing this module imports numba (compiling happens on first call); ``helpers.sparse`` imports
+it only when the shared-weight kernel is used, and falls back to scipy's fp32 CSR without numba.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numba
+import numpy as np
+import torch
+
+TILE = 256  # columns of the right-hand side per pass over a row: the accumulator stays in L1
+
+
+# Four accumulators: one float add chain would wait ~4 cycles per survivor on the add's latency
+# (measured: 7.1 -> 3.0 ms on one core for fc6). No fastmath: LLVM then turns the loop into AVX2
+# gathers, which measured 2-3x slower than these scalar loads.
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _shared_matvec(rowptr, cols, idx, codebook, x, y):
+    for r in numba.prange(rowptr.size - 1):
+        a0 = a1 = a2 = a3 = np.float32(0.0)
+        j, end = np.intp(rowptr[r]), np.intp(rowptr[r + 1])
+        while j + 4 <= end:
+            a0 += codebook[idx[j]] * x[cols[j]]
+            a1 += codebook[idx[j + 1]] * x[cols[j + 1]]
+            a2 += codebook[idx[j + 2]] * x[cols[j + 2]]
+            a3 += codebook[idx[j + 3]] * x[cols[j + 3]]
+            j += 4
+        while j < end:
+            a0 += codebook[idx[j]] * x[cols[j]]
+            j += 1
+        y[r] = (a0 + a1) + (a2 + a3)
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)  # the inner loop over x's row vectorizes
+def _shared_matmul(rowptr, cols, idx, codebook, x, y):
+    n = x.shape[1]
+    for r in numba.prange(rowptr.size - 1):
+        out = y[r]
+        for t in range(0, n, TILE):
+            end = min(t + TILE, n)
+            for b in range(t, end):
+                out[b] = np.float32(0.0)
+            for j in range(np.intp(rowptr[r]), np.intp(rowptr[r + 1])):
+                w = codebook[idx[j]]
+                row = x[cols[j]]
+                for b in range(t, end):
+                    out[b] += w * row[b]
+
+
+def _choose_threading_layer():
+    """numba's 'workqueue' threads sleep when idle; its default OpenMP layer brings a second OpenMP
+    runtime next to torch's, and each one's spinning threads then slow the other's parallel regions
+    (fc layers of AlexNet, alternating torch and numba ops on 2 busy cores: 48 ms with 'omp', 28 ms
+    with 'workqueue'). Before the first parallel call only, and never over the user's own choice."""
+    if not _state["layer_set"]:
+        _state["layer_set"] = True
+        if "NUMBA_THREADING_LAYER" not in os.environ and numba.config.THREADING_LAYER == "default":
+            numba.config.THREADING_LAYER = "workqueue"
+
+
+_state = {"layer_set": False}
+
+
+def shared_matmul(rowptr, cols, idx, codebook, x: np.ndarray) -> np.ndarray:
+    """``W @ x`` for the shared-weight CSR ``W`` (out, in) and ``x`` float32 (in,) or (in, n).
+
+    The kernels do no bounds checks: the caller (``helpers.sparse``) checks ``x``'s length."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    _choose_threading_layer()
+    if numba.get_num_threads() != torch.get_num_threads():
+        numba.set_num_threads(min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    if x.ndim == 1:
+        y = np.empty(rowptr.size - 1, dtype=np.float32)
+        _shared_matvec(rowptr, cols, idx, codebook, x, y)
+    else:
+        y = np.empty((rowptr.size - 1, x.shape[1]), dtype=np.float32)
+        _shared_matmul(rowptr, cols, idx, codebook, x, y)
+    return y
