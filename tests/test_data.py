@@ -175,3 +175,18 @@ def test_symlink_loops_dangling_links_and_linked_folders_are_listed(messy_folder
     assert scan["classes"] == ["a class", "b"]
     assert ["a class/good0.jpg", "a class/alias.jpg"] in scan["duplicates"] or \
         ["a class/alias.jpg", "a class/good0.jpg"] in scan["duplicates"]  # a linked file is read once
+
+
+@pytest.mark.parametrize("image_size", [8, 16])
+def test_prepared_in_memory_images_equal_the_pil_pipeline_draw_for_draw(image_size):
+    splits = data.load_splits("digits", image_size=image_size, per_class={"train": 5, "test": 3})
+    for part, train in ((splits.train, True), (splits.test, False)):
+        reference = data.make_transforms(image_size, splits.mean, splits.std, train)
+        torch.manual_seed(7)
+        fast = torch.stack([part[i][0] for i in range(len(part))])
+        torch.manual_seed(7)
+        slow = torch.stack([reference(data.Image.fromarray(part.images[i])) for i in range(len(part))])
+        assert fast.shape == (len(part), 1, image_size, image_size)
+        torch.testing.assert_close(fast, slow, rtol=0, atol=1e-6)
+    splits.train.transform = None  # notebook 01 shows the images as stored
+    assert isinstance(splits.train[0][0], data.Image.Image)
