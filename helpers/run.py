@@ -163,7 +163,11 @@ def main(argv=None) -> int:
                 log(f"[run] took over {run_dir}'s lock from {describe(lock.previous)}, which is no longer running")
             for path in remove_stale_temp_files(run_dir):
                 log(f"[run] removed {path}, left by an interrupted write")
-            return run_all(args, profile, run_dir, overrides, log, log_file)
+            try:
+                return run_all(args, profile, run_dir, overrides, log, log_file)
+            except KeyboardInterrupt:
+                log(f"[run] interrupted; the same command resumes from the last finished epoch ({run_dir})")
+                return 130
     finally:
         lock.release()
 

@@ -179,3 +179,23 @@ def test_every_notebook_takes_the_dataset_from_the_environment_when_not_passed(t
     monkeypatch.setenv("DC_DATASET", "digits")
     monkeypatch.delenv("DC_OVERRIDES", raising=False)
     assert config.resolve_settings("", "", "lenet5", "ci", tmp_path, 0)["dataset"] == "digits"
+
+
+def test_an_interrupted_run_says_how_to_resume_and_releases_its_lock(tmp_path):
+    import signal
+    import time
+
+    from helpers.lock import RunLock
+
+    out = tmp_path / "r"
+    proc = subprocess.Popen([sys.executable, "-m", "helpers.run", "--dataset", "digits", "--model", "lenet300",
+                             "--profile", "ci", "--notebooks", "01", "--out", str(out)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while "01_data_exploration" not in proc.stdout.readline():
+        pass
+    time.sleep(3)  # inside the notebook's kernel start or execution
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "interrupted; the same command resumes" in stdout
+    assert "Traceback" not in stderr, stderr
+    RunLock(out).acquire().release()
