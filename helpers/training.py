@@ -17,6 +17,7 @@ profile's code path on a CPU).
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from contextlib import nullcontext
@@ -40,10 +41,12 @@ def seed_everything(seed: int) -> None:
 
 
 def pick_device(preference: str | None = None) -> torch.device:
-    """``preference`` if given, else cuda, then mps, then cpu."""
+    """``preference`` if given, else cuda (under torchrun this process's GPU), then mps, then cpu."""
     if preference:
         return torch.device(preference)
     if torch.cuda.is_available():
+        if distributed.torchrun_world_size() > 1:  # one GPU per process: LOCAL_RANK's
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")

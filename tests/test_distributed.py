@@ -83,13 +83,15 @@ def test_bad_arguments_are_refused_before_any_process_starts():
 # ----------------------------------------------------------------------------- two processes
 
 def _rank_retrains(rank, port, out_dir):
-    """One rank of a 2-process group made here (as torchrun would): a retraining round, then quantized."""
+    """One rank in torchrun's environment: a retraining round, then centroid fine-tuning."""
     torch.set_num_threads(1)
-    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
     try:
         model = _pruned_lenet(rank)  # different weights and masks per rank: rank 0's must win
         train, val = _loaders()
-        training.fit(model, train, val, 2, "cpu", lr=0.05, **QUIET)  # the running group is used
+        training.fit(model, train, val, 2, "cpu", lr=0.05, **QUIET)  # joins the group from the environment
+        assert distributed.is_running() and distributed.world_size() == 2  # and keeps it for the next fit
         after_retraining = {k: v.clone() for k, v in model.state_dict().items()}
         quantization.quantize_model(model, conv_bits=4, fc_bits=3)
         training.fit(model, train, val, 1, "cpu", lr=0.01, weight_decay=0.0, **QUIET)
@@ -186,3 +188,40 @@ def test_an_error_in_another_rank_is_raised_with_its_message():
     with pytest.raises(Exception, match="boom in another rank"):
         training.fit(_pruned_lenet(0), failing, None, 1, "cpu", world_size=2, **QUIET)
     assert not distributed.is_running()
+
+
+# ----------------------------------------------------------------------------- the gpu profile's path, on a CPU
+
+def _photo_folder(root, classes=3, per_class=10):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in range(classes):
+        (root / f"class{c}").mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / f"class{c}" / f"{i}.jpg")
+    return root
+
+
+@pytest.mark.gpu_path
+def test_gpu_profile_path_runs_on_cpu_through_notebooks(tmp_path):
+    """The gpu profile's AlexNet settings (224 px, DataLoader workers, no image cache) shrunk to one
+    batch per split and 1 epoch per stage, with bf16 autocast on the CPU, through notebooks 01-06."""
+    import json
+    import subprocess
+    import sys
+
+    folder = _photo_folder(tmp_path / "photos")
+    shrink = ['per_class={"train": 2, "val": 1, "test": 1}', "epochs=1", "retrain_epochs=1", "quant_epochs=1",
+              "prune_rounds=1", "sensitivity_sparsities=[0.5,0.9]", "eval_batches=1", "num_workers=1",
+              'precision="bf16"']
+    command = [sys.executable, "-m", "helpers.run", "--dataset", "folder", "--data-dir", str(folder),
+               "--model", "alexnet", "--profile", "gpu", "--notebooks", "01", "02", "03", "04", "05", "06",
+               "--out", str(tmp_path / "run"), "--set", *shrink]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    metrics = json.loads((tmp_path / "run" / "alexnet" / "metrics.json").read_text())
+    assert {"baseline", "pruned", "quantized", "compressed"} <= set(metrics["stages"])
+    assert metrics["profile"] == "gpu"
