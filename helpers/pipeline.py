@@ -14,12 +14,9 @@ goes under ``stages`` in ``metrics.json``::
 ``compress(model, train_loader, val_loader, out_dir)`` runs them all on a model the user built.
 The settings dict is a notebook's ``config.resolve_settings(...)`` or ``settings_for(profile, ...)``.
 
-Resume only what matches. Before a stage starts it writes ``<stage>.settings.json``: the settings it
-depends on, its upstream stages' included, and the model's parameter shapes. A run folder whose
-record differs (a 60-epoch baseline when ``epochs=3`` is asked) is refused with ``StaleRunError``
-naming each differing setting, never silently resumed: nothing is deleted, the user picks another
-folder or deletes the stage's files. Artefacts without a record (an older version's run) are
-refused the same way, and a stage whose input is missing says which stage to run first.
+Resume only what matches: each stage records the settings it depends on and refuses a run folder
+made with other ones (``StaleRunError``, see ``helpers.resume``); a stage whose input is missing
+says which stage to run first (``MissingStageError``).
 
 Which layers are pruned: every Conv2d and Linear is quantized, but a layer with fewer than
 ``MIN_PRUNABLE_WEIGHTS`` weights, or a depthwise convolution (one input channel per group: a 3x3
@@ -30,7 +27,6 @@ others. Biases and buffers (BatchNorm running statistics) are stored as they are
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -39,118 +35,10 @@ import torch
 from torch import nn
 
 from . import config, data, models, progress, pruning, quantization, reporting, sensitivity, training
+from .resume import MissingStageError, StaleRunError, begin, dense_parameter_bytes, finished, require  # noqa: F401
 from .io import atomic_torch_save
 
 MIN_PRUNABLE_WEIGHTS = 256
-# settings each stage's result depends on (its upstream stages' are added by _fingerprint)
-STAGE_SETTINGS = {
-    "baseline": ("dataset", "image_size", "per_class", "seed", "epochs", "batch_size", "lr", "weight_decay",
-                 "warmup_epochs", "world_size", "trained"),
-    "scan": ("sensitivity_sparsities", "eval_batches"),
-    "plan": ("sensitivity_tolerance", "target_kept", "budget_allocation"),
-    "pruned": ("prune_rounds", "retrain_epochs", "retrain_lr_factor"),
-    "quantized": ("conv_bits", "fc_bits", "quant_epochs", "quant_lr_factor"),
-    "int8": (),
-    "compressed": (),
-}
-SETTING_DEFAULTS = {"trained": False, "world_size": 1}
-# stages cheap enough to redo: a record with other settings is overwritten, not refused
-RECOMPUTED = {"plan", "int8", "compressed"}
-UPSTREAM = {"baseline": None, "scan": "baseline", "plan": "scan", "pruned": "plan", "quantized": "pruned",
-            "int8": "baseline", "compressed": "quantized"}
-# what a stage leaves in the run folder: a finished stage has its first file
-ARTEFACTS = {"baseline": ("baseline.pt", "baseline_checkpoint.pt"), "scan": ("sensitivity_scan.json",),
-             "plan": ("pruning_plan.json",), "pruned": ("pruned.pt", "pruned_round1.pt", "pruned_round1_checkpoint.pt"),
-             "quantized": ("quantized.pt", "quantized_checkpoint.pt"), "int8": (), "compressed": ()}
-
-
-class StaleRunError(RuntimeError):
-    """The run folder holds a stage's results made with other settings; the message says which."""
-
-
-class MissingStageError(FileNotFoundError):
-    """A stage's input is not in the run folder; the message names the stage to run first."""
-
-
-# ----------------------------------------------------------------------------- settings records
-def architecture_key(model: nn.Module) -> str:
-    """A short hash of the model's parameter and buffer names and shapes (not values)."""
-    shapes = sorted((k.replace(".parametrizations.weight.original", ".weight"), tuple(v.shape))
-                    for k, v in _plain_state_shapes(model).items())
-    return hashlib.sha256(repr(shapes).encode()).hexdigest()[:16]
-
-
-def _plain_state_shapes(model: nn.Module) -> dict:
-    """State_dict shapes as the dense model has them (masks, codebooks and indices left out)."""
-    out = {}
-    for key, value in model.state_dict().items():
-        if ".parametrizations.weight.0." in key:
-            continue
-        if key.endswith(".parametrizations.weight.original"):
-            layer = model.get_submodule(key[: -len(".parametrizations.weight.original")])
-            value = layer.weight
-        out[key] = value
-    return out
-
-
-def _parameter_names(model: nn.Module) -> set:
-    """State_dict keys of the dense model's parameters (a quantized weight counts as its layer's weight)."""
-    return {k for k, _ in model.named_parameters()} | {
-        k for k in model.state_dict() if k.endswith(".parametrizations.weight.original")}
-
-
-def fingerprint(stage: str, settings: dict, model: nn.Module) -> dict:
-    """The settings ``stage``'s result depends on, its upstream stages' included."""
-    record = {"architecture": architecture_key(model)}
-    while stage is not None:
-        record.update({k: _jsonable(settings.get(k, SETTING_DEFAULTS.get(k))) for k in STAGE_SETTINGS[stage]})
-        stage = UPSTREAM[stage]
-    return record
-
-
-def _jsonable(value):
-    return json.loads(json.dumps(reporting._jsonable(value)))
-
-
-def _begin(stage: str, settings: dict, model: nn.Module, out_dir: Path) -> dict:
-    """Check the run folder against this stage's settings (refuse on any difference), then record them."""
-    wanted = fingerprint(stage, settings, model)
-    record_path = out_dir / f"{stage}.settings.json"
-    if record_path.exists() and stage not in RECOMPUTED:
-        found = json.loads(record_path.read_text())
-        if found != wanted:
-            diff = [f"{k}={found.get(k)!r} there, {wanted.get(k)!r} now" for k in sorted(set(found) | set(wanted))
-                    if found.get(k) != wanted.get(k)]
-            raise StaleRunError(
-                f"{out_dir} holds a '{stage}' stage made with other settings ({'; '.join(diff)}). "
-                f"It is not resumed: use another run folder (--out), or delete {record_path.name} and the "
-                f"{stage} files ({', '.join(ARTEFACTS[stage]) or 'none'}) to start that stage afresh.")
-        return wanted
-    leftovers = [name for name in ARTEFACTS[stage] if (out_dir / name).exists()]
-    if leftovers and stage not in RECOMPUTED:
-        raise StaleRunError(
-            f"{out_dir} holds {', '.join(leftovers)} but no {record_path.name}: made by an older version, "
-            "with settings that cannot be checked. Use another run folder, or delete those files.")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    reporting.write_json(record_path, wanted)
-    return wanted
-
-
-def _finished(stage: str, out_dir: Path, metrics_stage: str | None = None) -> dict | None:
-    """The stage's record if an earlier run finished it (its first artefact and its metrics exist)."""
-    files = ARTEFACTS[stage]
-    if files and not (out_dir / files[0]).exists():
-        return None
-    return reporting.read_metrics(out_dir).get("stages", {}).get(metrics_stage or stage)
-
-
-def _require(out_dir: Path, name: str, stage_to_run: str) -> Path:
-    path = out_dir / name
-    if not path.exists():
-        raise MissingStageError(f"{path} is missing: run {stage_to_run} first.")
-    return path
-
-
 def _save_record(out_dir: Path, stage: str, record: dict, settings: dict) -> dict:
     metrics = reporting.update_metrics(out_dir, stage, record, dataset=settings.get("dataset") or "custom",
                                        model=settings.get("model_name") or "model", profile=settings.get("profile"),
@@ -187,9 +75,9 @@ def train_baseline(model, train_loader, val_loader, settings, out_dir, *, test_l
     """Train the dense model (notebook 02), or with ``settings["trained"]`` take its weights as they are."""
     out_dir, device = Path(out_dir), device or training.pick_device()
     trained = bool(settings.get("trained", False))
-    recorded = _begin("baseline", settings, model, out_dir)
+    recorded = begin("baseline", settings, model, out_dir)
     _reset(model)
-    if (done := _finished("baseline", out_dir)) is not None:
+    if (done := finished("baseline", out_dir)) is not None:
         training.load_checkpoint_weights(out_dir / "baseline.pt", model, map_location="cpu")
         model.to(device)
         _say(settings, "baseline", f"done earlier: test {done.get('test_accuracy', float('nan')):.2%}")
@@ -232,12 +120,12 @@ def plan_pruning(model, val_loader, settings, out_dir, *, device=None) -> dict:
     """
     out_dir, device = Path(out_dir), device or training.pick_device()
     _reset(model)
-    training.load_checkpoint_weights(_require(out_dir, "baseline.pt", "train_baseline (notebook 02)"), model)
+    training.load_checkpoint_weights(require(out_dir, "baseline.pt", "train_baseline (notebook 02)"), model)
     model.to(device)
     slice_loader = scan_loader(val_loader, settings, device)
     baseline_val = training.evaluate(model, slice_loader, device)["top1"]
     scan = _cached_scan(model, slice_loader, settings, out_dir, device)
-    recorded = _begin("plan", settings, model, out_dir)
+    recorded = begin("plan", settings, model, out_dir)
     sizes = {n: layer.weight.numel() for n, layer in prunable_layers(model).items()}
     targets, note = sensitivity.allocate_budget(settings["budget_allocation"], scan, baseline_val, sizes,
                                             settings["sensitivity_tolerance"], settings["target_kept"])
@@ -252,7 +140,7 @@ def plan_pruning(model, val_loader, settings, out_dir, *, device=None) -> dict:
 
 
 def _cached_scan(model, slice_loader, settings, out_dir, device) -> dict:
-    _begin("scan", settings, model, out_dir)
+    begin("scan", settings, model, out_dir)
     path = out_dir / "sensitivity_scan.json"
     if path.exists():
         return {name: [tuple(p) for p in curve] for name, curve in json.loads(path.read_text()).items()}
@@ -270,15 +158,15 @@ def _cached_scan(model, slice_loader, settings, out_dir, device) -> dict:
 def prune_and_retrain(model, train_loader, val_loader, settings, out_dir, *, test_loader=None, device=None) -> dict:
     """Prune toward the plan's targets in rounds, retraining the survivors after each (notebook 04)."""
     out_dir, device = Path(out_dir), device or training.pick_device()
-    plan_path = _require(out_dir, "pruning_plan.json", "plan_pruning (notebook 03)")
+    plan_path = require(out_dir, "pruning_plan.json", "plan_pruning (notebook 03)")
     _reset(model)
-    recorded = _begin("pruned", settings, model, out_dir)
-    if (done := _finished("pruned", out_dir)) is not None:
+    recorded = begin("pruned", settings, model, out_dir)
+    if (done := finished("pruned", out_dir)) is not None:
         pruning.load_pruned_state_dict(model, torch.load(out_dir / "pruned.pt", map_location="cpu", weights_only=True))
         model.to(device)
         return done
     plan = json.loads(plan_path.read_text())
-    training.load_checkpoint_weights(_require(out_dir, "baseline.pt", "train_baseline (notebook 02)"), model)
+    training.load_checkpoint_weights(require(out_dir, "baseline.pt", "train_baseline (notebook 02)"), model)
     model.to(device)
     baseline_val = training.evaluate(model, val_loader, device)["top1"]
     rounds = [_one_round(model, r, targets, train_loader, val_loader, settings, out_dir, device)
@@ -333,10 +221,10 @@ def quantize(model, train_loader, val_loader, settings, out_dir, *, test_loader=
     ``sweep``: first measure accuracy against bits (``bits_sweep``) on the scan's validation slice.
     """
     out_dir, device = Path(out_dir), device or training.pick_device()
-    pruned_path = _require(out_dir, "pruned.pt", "prune_and_retrain (notebook 04)")
+    pruned_path = require(out_dir, "pruned.pt", "prune_and_retrain (notebook 04)")
     _reset(model)
-    recorded = _begin("quantized", settings, model, out_dir)
-    if (done := _finished("quantized", out_dir)) is not None:
+    recorded = begin("quantized", settings, model, out_dir)
+    if (done := finished("quantized", out_dir)) is not None:
         quantization.load_quantized_state_dict(model, torch.load(out_dir / "quantized.pt", map_location="cpu",
                                                                   weights_only=True))
         model.to(device)
@@ -367,8 +255,8 @@ def int8_baseline(model, test_loader, settings, out_dir) -> dict:
     """The original project's approach for comparison: post-training int8 of the dense baseline (CPU)."""
     out_dir = Path(out_dir)
     _reset(model)
-    recorded = _begin("int8", settings, model, out_dir)
-    training.load_checkpoint_weights(_require(out_dir, "baseline.pt", "train_baseline (notebook 02)"), model)
+    recorded = begin("int8", settings, model, out_dir)
+    training.load_checkpoint_weights(require(out_dir, "baseline.pt", "train_baseline (notebook 02)"), model)
     model.cpu()
     int8 = quantization.int8_model(model)
     stats = training.evaluate(int8, test_loader, torch.device("cpu")) if test_loader is not None else {}
@@ -382,9 +270,9 @@ def encode(model, settings, out_dir, *, metadata=None, test_loader=None, device=
     from . import fileformat
 
     out_dir, device = Path(out_dir), device or training.pick_device()
-    quantized_path = _require(out_dir, "quantized.pt", "quantize (notebook 05)")
+    quantized_path = require(out_dir, "quantized.pt", "quantize (notebook 05)")
     _reset(model)
-    recorded = _begin("compressed", settings, model, out_dir)
+    recorded = begin("compressed", settings, model, out_dir)
     quantization.load_quantized_state_dict(model, torch.load(quantized_path, map_location="cpu", weights_only=True))
     model.cpu().eval()
     path = out_dir / f"{settings.get('model_name') or 'model'}{fileformat.EXTENSION}"
@@ -399,7 +287,7 @@ def encode(model, settings, out_dir, *, metadata=None, test_loader=None, device=
     decode_s = time.time() - started
     loaded.eval()
     same = _same_outputs(model, loaded, test_loader)
-    dense_bytes = 4 * sum(t.numel() for k, t in _plain_state_shapes(model).items() if k in _parameter_names(model))
+    dense_bytes = dense_parameter_bytes(model)
     record = {**_test(loaded.to(device), test_loader, device), "size_bytes": file_bytes,
               "compression_ratio": dense_bytes / file_bytes, "dense_bytes": dense_bytes, "file": str(path),
               "encode_s": encode_s, "decode_s": decode_s, "entropy_bytes": report[-1]["entropy_bytes"],
