@@ -190,3 +190,13 @@ def test_prepared_in_memory_images_equal_the_pil_pipeline_draw_for_draw(image_si
         torch.testing.assert_close(fast, slow, rtol=0, atol=1e-6)
     splits.train.transform = None  # notebook 01 shows the images as stored
     assert isinstance(splits.train[0][0], data.Image.Image)
+
+
+def test_digits_read_from_the_bundled_file_equal_scikit_learns_loader():
+    from sklearn.datasets import load_digits
+
+    images, labels = data.digits_arrays()
+    bunch = load_digits()
+    assert images.dtype == np.uint8 and images.shape == (1797, 8, 8)
+    np.testing.assert_array_equal(images, (bunch.images * (255 / 16)).round().astype(np.uint8))
+    np.testing.assert_array_equal(labels, bunch.target)
