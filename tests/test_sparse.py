@@ -1,0 +1,166 @@
+"""The sparse runtime (helpers.sparse, helpers.sparse_kernels): layouts from the file's survivors,
+the shared-weight kernel against scipy's fp32 CSR and dense products, whole networks against the
+dense load."""
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import helpers
+from helpers import fileformat, sparse, sparse_measure
+from helpers.fileformat import SparseLayer
+from helpers.sparse import SharedCSR
+
+pytest.importorskip("numba")
+
+
+def layer(shape, density, k=32, seed=0):
+    rng = np.random.default_rng(seed)
+    numel = int(np.prod(shape))
+    positions = np.flatnonzero(rng.random(numel) < density)
+    return SparseLayer(tuple(shape), 8, rng.standard_normal(k).astype(np.float32), positions,
+                       rng.integers(0, k, positions.size))
+
+
+def test_shared_csr_from_known_positions():
+    # 2 x 3 weight: survivors at (0, 2) and (1, 0), (1, 1); codebook [10, 20, 30]
+    s = SparseLayer((2, 3), 2, np.array([10, 20, 30], np.float32), np.array([2, 3, 4]), np.array([2, 0, 1]))
+    m = SharedCSR.from_layer(s)
+    assert m.shape == (2, 3)
+    assert m.rowptr.tolist() == [0, 1, 3] and m.cols.tolist() == [2, 0, 1] and m.idx.tolist() == [2, 0, 1]
+    assert m.cols.dtype == np.uint16 and m.idx.dtype == np.uint8 and m.rowptr.dtype == np.int32
+    assert m.nbytes == 3 * 4 + 3 * 2 + 3 + 3 * 4
+    np.testing.assert_array_equal(m.to_scipy().toarray(), [[0, 0, 30], [10, 20, 0]])
+    y = sparse.SparseLinear(m, None, "shared")(torch.tensor([[1.0, 2.0, 3.0]]))
+    assert y.tolist() == [[90.0, 50.0]]
+
+
+def test_conv_weight_rows_follow_unfold_order():
+    s = layer((4, 3, 2, 2), 0.5)
+    np.testing.assert_array_equal(SharedCSR.from_layer(s).to_scipy().toarray(), s.dense().reshape(4, 12).numpy())
+
+
+@pytest.mark.parametrize("shape,k", [((37, 50), 32), ((5, 70000), 300), ((8, 20), 4)])
+@pytest.mark.parametrize("n", [None, 1, 7, 300])
+def test_kernel_matches_scipy_oracle(shape, k, n):
+    from helpers.sparse_kernels import shared_matmul
+
+    m = SharedCSR.from_layer(layer(shape, 0.1, k))
+    assert m.cols.dtype == (np.int32 if shape[1] > 65536 else np.uint16)
+    assert m.idx.dtype == (np.uint16 if k > 256 else np.uint8)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(shape[1] if n is None else (shape[1], n)).astype(np.float32)
+    y = shared_matmul(m.rowptr, m.cols, m.idx, m.codebook, x)
+    np.testing.assert_allclose(y, m.to_scipy() @ x, rtol=1e-5, atol=1e-4)
+
+
+def test_empty_layer_and_empty_rows():
+    s = SparseLayer((4, 6), 5, np.zeros(1, np.float32), np.zeros(0, np.int64), np.zeros(0, np.int64))
+    lin = sparse.SparseLinear(SharedCSR.from_layer(s), torch.arange(4.0), "shared")
+    assert lin(torch.ones(2, 6)).tolist() == [[0.0, 1.0, 2.0, 3.0]] * 2
+
+
+@pytest.mark.parametrize("kernel", ["shared", "csr"])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_linear_and_conv_match_dense_ops(kernel, batch):
+    s = layer((16, 40), 0.3)
+    bias = torch.randn(16)
+    x = torch.randn(batch, 40)
+    lin = sparse.SparseLinear(SharedCSR.from_layer(s), bias, kernel)
+    torch.testing.assert_close(lin(x), F.linear(x, s.dense(), bias), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(lin(x[None]), F.linear(x, s.dense(), bias)[None], rtol=1e-5, atol=1e-5)
+    c = layer((6, 4, 3, 3), 0.4)
+    conv = nn.Conv2d(4, 6, 3, stride=2, padding=2, dilation=2)
+    sc = sparse.SparseConv2d(conv, SharedCSR.from_layer(c), kernel)
+    xi = torch.randn(batch, 4, 11, 9)
+    torch.testing.assert_close(sc(xi), F.conv2d(xi, c.dense(), conv.bias, 2, 2, 2), rtol=1e-5, atol=1e-5)
+
+
+def test_wrong_input_width_is_refused():
+    lin = sparse.SparseLinear(SharedCSR.from_layer(layer((4, 6), 0.5)), None, "shared")
+    with pytest.raises(ValueError, match="takes 6"):
+        lin(torch.ones(1, 7))
+
+
+def test_layout_choice_follows_density_and_kind():
+    assert sparse.choose_layout(nn.Linear(4, 4), 0.05) == "sparse"
+    assert sparse.choose_layout(nn.Linear(4, 4), 0.9) == "dense"
+    assert sparse.choose_layout(nn.Conv2d(4, 4, 3), 0.5) == "dense"
+    assert sparse.choose_layout(nn.Conv2d(4, 4, 3), 0.5, {"conv": 0.6}) == "sparse"
+    assert sparse.choose_layout(nn.Conv2d(4, 4, 3, groups=2), 0.01) == "dense"  # unsupported: dense
+
+
+CASES = [("lenet300", 1, 28, 0.1), ("lenet5", 1, 28, 0.2), ("alexnet", 3, 64, None), ("vgg16", 3, 32, None),
+         ("resnet18", 3, 32, 0.3)]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("sparse")
+    out = {}
+    for name, channels, size, density in CASES:
+        path = folder / f"{name}.dcz"
+        if density is None:  # the paper's densities, fc layers thinned so the test stays quick
+            density = [min(d, 0.3) if i < len(sparse_measure.PAPER_DENSITY[name]) - 3 else 0.02
+                       for i, d in enumerate(sparse_measure.PAPER_DENSITY[name])]
+        sparse_measure.random_compressed_file(path, name, size, density, in_channels=channels, seed=3)
+        out[name] = (path, channels, size)
+    return out
+
+
+@pytest.mark.parametrize("name", [c[0] for c in CASES])
+@pytest.mark.parametrize("break_even", [None, {"linear": 1.1, "conv": 1.1}], ids=["chosen", "all-sparse"])
+def test_sparse_model_matches_dense_load(files, name, break_even, monkeypatch):
+    path, channels, size = files[name]
+    dense = fileformat.load_compressed(path, quantized=False).eval()
+    if break_even:  # every layer sparse: no dense weight may be built
+        monkeypatch.setattr(SparseLayer, "dense", lambda self: pytest.fail("dense weight materialised"))
+    model = sparse.load_sparse(path, break_even=break_even)
+    assert not any(p.requires_grad for p in model.parameters()) and not model.training
+    if break_even:
+        assert set(model.sparse_plan.values()) == {"sparse"}
+        assert not any(isinstance(m, (nn.Linear, nn.Conv2d)) for m in model.modules())
+    for batch in (1, 2):
+        x = torch.randn(batch, channels, size, size, generator=torch.Generator().manual_seed(batch))
+        with torch.no_grad():
+            expected = dense(x)
+        torch.testing.assert_close(model(x), expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max()))
+
+
+def test_weights_in_memory_are_the_survivors(files):
+    path, _, _ = files["lenet300"]
+    model = sparse.load_sparse(path)
+    parsed = fileformat.parse(path.read_bytes())
+    survivors = sum(s.positions.size for s in parsed.layers.values())
+    biases = sum(t.numel() * 4 for t in parsed.tensors.values())
+    rowptrs = sum(4 * (s.shape[0] + 1) for s in parsed.layers.values())
+    codebooks = sum(s.codebook.nbytes for s in parsed.layers.values())
+    assert sparse.weight_bytes(model) == 3 * survivors + biases + rowptrs + codebooks
+
+
+def test_entry_point_dispatch_and_bad_runtime(files):
+    path, _, _ = files["lenet5"]
+    model = helpers.load_compressed(path, runtime="sparse")
+    assert any(isinstance(m, sparse.SparseLinear) for m in model.modules())
+    assert model.metadata == {"image_size": 28}
+    with pytest.raises(ValueError, match="runtime="):
+        helpers.load_compressed(path, runtime="fast")
+    with pytest.raises(ValueError, match="kernel="):
+        sparse.load_sparse(path, kernel="gpu")
+
+
+def test_without_numba_one_clear_error_or_the_csr_fallback(files, monkeypatch):
+    path, _, size = files["lenet300"]
+    monkeypatch.setitem(sys.modules, "numba", None)
+    with pytest.raises(ImportError, match="pip install numba"):
+        sparse.load_sparse(path, kernel="shared")
+    with pytest.warns(UserWarning, match="numba is not installed"):
+        model = sparse.load_sparse(path)
+    assert {m.kernel for m in model.modules() if isinstance(m, sparse.SparseLinear)} == {"csr"}
+    x = torch.randn(2, 1, size, size)
+    torch.testing.assert_close(model(x), fileformat.load_compressed(path, quantized=False)(x).detach(),
+                               rtol=1e-4, atol=1e-4)
