@@ -4,7 +4,8 @@ Random weights are pruned by magnitude to each layer's density and quantized wit
 codebook (8 bits conv, 5 bits fc): ~6.2M survivors, ~16M stream symbols. Times are the
 best of ``--repeat`` runs (the machine may be shared; *_cpu_s is this process's CPU time):
 
-* encode = Huffman coding + writing the file (``save_compressed`` from plain QuantizedLayers);
+* encode = entropy coding (per stream Huffman or rANS, whichever is smaller: ``helpers.streams``)
+  + writing the file (``save_compressed`` from plain QuantizedLayers);
 * decode = reading + decoding + rebuilding the nn.Module through the default load path,
   ``load_compressed(path)``: the trainable codebooks installed from the file's survivors by
   ``helpers.quantization.import_quantized`` (the model as ``quantize_model`` leaves it);
@@ -12,7 +13,9 @@ best of ``--repeat`` runs (the machine may be shared; *_cpu_s is this process's 
 
 The last line printed is JSON: encode_s, decode_s, file_bytes, entropy_bytes (order-0 bound of
 all streams), file_over_entropy = file_bytes / (entropy_bytes + bytes stored raw: header,
-codebooks, biases, framing), plus details.
+codebooks, biases, framing), plus details; per stream kind (index, gap): the coded bytes (tables
+included), the order-0 bound, how many streams each coder won; huffman_file_bytes: the same
+file with Huffman only (format version 2's coding), and gain_over_huffman_pct.
 
     python benchmarks/bench_fileformat.py [--repeat 3] [--out /tmp/vgg16.dcz]
 """
@@ -26,6 +29,7 @@ import sys
 import tempfile
 import time
 
+import numpy as np
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
@@ -59,6 +63,25 @@ def build(seed=0):
     others = {k: v for k, v in model.state_dict().items()
               if k.removesuffix(".weight") not in layers}
     return model, layers, others
+
+
+def per_stream_kind(parsed) -> dict:
+    """Coded bytes (tables included), order-0 entropy bound and coder counts per stream kind."""
+    from helpers import huffman
+
+    out = {}
+    for pos, kind in enumerate(("index", "gap")):
+        coded = bound = 0.0
+        coders = {}
+        for d in parsed.header["layers"]:
+            entry = d[kind]
+            coded += fileformat._stream_bytes(entry)
+            symbols = parsed.streams[d["name"]][pos]
+            bound += huffman.entropy_bits(np.bincount(symbols)) / 8 if symbols.size else 0
+            coders[entry.get("coder", "huffman")] = coders.get(entry.get("coder", "huffman"), 0) + 1
+        out[kind] = {"coded_bytes": int(coded), "entropy_bytes": round(bound),
+                     "coded_over_entropy": round(coded / max(bound, 1), 4), "coders": coders}
+    return out
 
 
 def main(argv=None):
@@ -108,10 +131,16 @@ def main(argv=None):
               f"{r['index_bits_pq'] or '':>2}/{r['index_bits_pqh']:5.2f}  compress "
               f"{r['compress_pq_pct']:6.2f}%/{r['compress_pqh_pct']:6.2f}%")
     file_bytes = os.path.getsize(path)
-    with open(path, "rb") as f:  # bytes outside the Huffman streams (which include code and sync tables)
-        header = fileformat.parse(f.read()).header
+    with open(path, "rb") as f:  # bytes outside the coded streams (which include their tables)
+        parsed = fileformat.parse(f.read())
+    header = parsed.header
     raw = file_bytes - sum(fileformat._stream_bytes(d["index"]) + fileformat._stream_bytes(d["gap"])
                            for d in header["layers"])
+    kinds = per_stream_kind(parsed)
+    huffman_bytes = len(fileformat.encode_file(model.create_args, layers, others, metadata, coders=("huffman",)))
+    for kind, k in kinds.items():
+        print(f"{kind:>6} streams: {k['coded_bytes']:,} B coded, order-0 bound {k['entropy_bytes']:,} B "
+              f"({k['coded_over_entropy']:.4f}x), coders {k['coders']}")
     result = {
         "encode_s": round(min(enc), 3), "decode_s": round(min(dec), 3),
         "decode_dense_s": round(min(dense), 3),
@@ -123,6 +152,8 @@ def main(argv=None):
         "streams_over_entropy": round((file_bytes - raw) / total["entropy_bytes"], 4),
         "compression_ratio": round(total["compression_ratio"], 1), "survivors": survivors,
         "bit_exact": bool(exact), "same_outputs": bool(same_out),
+        "streams": kinds, "huffman_file_bytes": huffman_bytes,
+        "gain_over_huffman_pct": round(100 * (1 - file_bytes / huffman_bytes), 2),
     }
     if args.out is None:
         os.unlink(path)

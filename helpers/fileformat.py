@@ -64,12 +64,13 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from . import huffman
+from . import huffman, rans
+from . import streams as coding
 
 MAGIC = b"\x89DCZ\r\n\x1a\n"
 TRAILER = b"DCZE"
-VERSION = 2
-READABLE_VERSIONS = (1, 2)
+VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 EXTENSION = ".dcz"
 MAX_HEADER_BYTES = 64 << 20  # the header, compressed and inflated
 MAX_ELEMENTS = 1 << 28  # dense weights the plain reader may rebuild; VGG16 has 1.4e8 parameters
@@ -191,12 +192,16 @@ def default_gap_bits(shape) -> int:
 
 
 def encode_file(create_args, layers, other_tensors=None, metadata=None, *, gap_bits=None,
-                sync_interval: int = huffman.SYNC_INTERVAL) -> bytes:
+                sync_interval: int = huffman.SYNC_INTERVAL, lane_symbols: int = rans.LANE_SYMBOLS,
+                coders=coding.CODERS) -> bytes:
     """The bytes of a compressed file (see the module docstring); ``save_compressed`` writes them.
 
     ``layers``: name -> QuantizedLayer; ``gap_bits``: an int for all layers, or a dict name -> int
-    (others get 8 for conv, 5 for fc weights).
+    (others get 8 for conv, 5 for fc weights). ``coders``: the entropy coders each stream may
+    use (the smaller wins; ``helpers.streams``); ``sync_interval`` / ``lane_symbols``: symbols per
+    lane of a Huffman / rANS stream.
     """
+    rans.lane_layout(0, lane_symbols)  # bad values raise before any work
     sections, size = [], 0
 
     def add(data: bytes) -> dict:
@@ -205,16 +210,7 @@ def encode_file(create_args, layers, other_tensors=None, metadata=None, *, gap_b
         size += len(data)
         return {"offset": size - len(data), "length": len(data), "crc32": zlib.crc32(data)}
 
-    def stream(symbols, alphabet):
-        coded, pairs = _choose_coding(symbols, alphabet)
-        lengths = huffman.code_lengths(np.bincount(coded)) if coded.size else np.zeros(0, np.uint8)
-        enc = huffman.encode(coded, lengths, sync_interval)
-        table, width = huffman.pack_lengths(lengths)
-        return {"count": int(symbols.size), "pairs": pairs, "nbits": enc.nbits, "length_bits": width,
-                "lengths": add(table), "sync": add(enc.chunk_bits.astype("<u2").tobytes()),
-                "data": add(enc.data)}
-
-    out_layers = []
+    out_layers, jobs = [], []
     for name, q in layers.items():
         s = SparseLayer.from_quantized(q).used_part()
         g = gap_bits.get(name) if isinstance(gap_bits, dict) else gap_bits
@@ -223,9 +219,11 @@ def encode_file(create_args, layers, other_tensors=None, metadata=None, *, gap_b
             raise ValueError(f"gap_bits for {name} must be in [1, 16], got {g}")
         out_layers.append({"name": name, "shape": list(s.shape), "bits": s.bits, "gap_bits": g,
                            "survivors": int(s.positions.size),
-                           "codebook": add(s.codebook.astype("<f4").tobytes()),
-                           "index": stream(s.indices, s.codebook.size),
-                           "gap": stream(gap_encode(s.positions, g), 1 << g)})
+                           "codebook": add(s.codebook.astype("<f4").tobytes())})
+        jobs += [(s.indices, s.codebook.size), (gap_encode(s.positions, g), 1 << g)]
+    coded = coding.encode_streams(jobs, add, sync_interval, lane_symbols, coders)
+    for d, index, gap in zip(out_layers, coded[0::2], coded[1::2]):
+        d.update(index=index, gap=gap)
     out_tensors = []
     for name, t in (other_tensors or {}).items():
         t = t.detach().cpu().contiguous()
@@ -236,7 +234,8 @@ def encode_file(create_args, layers, other_tensors=None, metadata=None, *, gap_b
         arr = (t.view(torch.int16) if t.dtype == torch.bfloat16 else t).numpy().astype(DTYPES[dtype][1])
         out_tensors.append({"name": name, "dtype": dtype, "shape": list(t.shape), **add(arr.tobytes())})
     header = {"format": "deep-compression", "version": VERSION, "create_args": dict(create_args or {}),
-              "metadata": dict(metadata or {}), "sync_interval": sync_interval, "data_bytes": size,
+              "metadata": dict(metadata or {}), "sync_interval": sync_interval,
+              "lane_symbols": lane_symbols, "data_bytes": size,
               "layers": out_layers, "tensors": out_tensors}
     hjson = json.dumps(header, separators=(",", ":"), allow_nan=False).encode("utf-8")
     if len(hjson) >= MAX_HEADER_BYTES:
@@ -246,22 +245,6 @@ def encode_file(create_args, layers, other_tensors=None, metadata=None, *, gap_b
     head = MAGIC + struct.pack("<HHI", VERSION, 0, len(hzip)) + hzip
     body = b"".join([head, struct.pack("<I", zlib.crc32(head)), *sections, TRAILER])
     return body + struct.pack("<I", zlib.crc32(body))
-
-
-def _choose_coding(symbols, alphabet):
-    """The stream as coded: single symbols, or pairs when that is smaller (code table included)."""
-    if symbols.size < 2 or alphabet > 256:
-        return symbols, False
-    counts = np.bincount(symbols)
-    if counts.max() * 2 < symbols.size:  # no symbol above p = 1/2: pairs gain little, skip the work
-        return symbols, False
-    lengths = huffman.code_lengths(counts)
-    single = huffman.coded_bits(counts, lengths) + 8 * huffman.table_bytes(lengths)
-    paired = huffman.pair_up(symbols, alphabet)
-    pcounts = np.bincount(paired)
-    plengths = huffman.code_lengths(pcounts)
-    double = huffman.coded_bits(pcounts, plengths) + 8 * huffman.table_bytes(plengths)
-    return (paired, True) if double < single else (symbols, False)
 
 
 def save_compressed(path, create_args, layers, other_tensors=None, metadata=None, **kwargs) -> int:
@@ -386,13 +369,14 @@ def _parse(buf, max_elements) -> Parsed:
     _need(bytes(buf[size - 8:size - 4]) == TRAILER, "missing end marker")
     _need(struct.unpack("<I", buf[size - 4:])[0] == zlib.crc32(buf[:size - 4]), "file fails its CRC32")
     sync = _int(header, "sync_interval", 1, (1 << 16) // huffman.MAX_CODE_LEN - 1, "header")
+    lane_symbols = _int(header, "lane_symbols", 1, (1 << 16) - 3, "header") if version >= 3 else 1
     for key in ("create_args", "metadata"):
         _need(isinstance(header.get(key), dict), f"header: '{key}' must be an object")
     _check_metadata(header["metadata"], header["create_args"].get("in_channels"))
     layer_list, tensor_list = header.get("layers"), header.get("tensors")
     _need(isinstance(layer_list, list) and isinstance(tensor_list, list),
           "header: 'layers' or 'tensors' missing")
-    used, specs, pairing, metas, total = [], [], [], [], 0
+    used, specs, metas, total = [], [], [], 0
     for i, d in enumerate(layer_list):
         where = f"layer {i}"
         _need(isinstance(d, dict) and isinstance(d.get("name"), str), f"{where}: no name")
@@ -412,28 +396,10 @@ def _parse(buf, max_elements) -> Parsed:
         codebook = np.frombuffer(cb, dtype="<f4").astype(np.float32)
         _need(np.isfinite(codebook).all(), f"{where}: codebook holds NaN or infinite values")
         for key, alphabet, count_range in (("index", k, (n, n)), ("gap", 1 << g, (n, numel))):
-            s = d.get(key)
-            w = f"{where} {key} stream"
-            count = _int(s, "count", *count_range, w)
-            pairs = s.get("pairs")
-            _need(type(pairs) is bool and (not pairs or alphabet <= 256), f"{w}: bad 'pairs' flag")
-            coded = (count + 1) // 2 if pairs else count
-            nbits = _int(s, "nbits", 0, 8 * data_bytes, w)
-            width = 8 if version == 1 else _int(s, "length_bits", 4, 8, w)
-            _need(width in (4, 8), f"{w}: code lengths are 4 or 8 bits wide, not {width}")
-            table, _ = _section(s, "lengths", w, buf, start, data_bytes, used)
-            table_size = alphabet ** (1 + pairs)
-            _need(len(table) <= -(-table_size * width // 8) and (count == 0) == (len(table) == 0),
-                  f"{w}: bad code-length table")
-            lengths = huffman.unpack_lengths(table, width)  # at most table_size + 1 entries
-            _need(not lengths[table_size:].any(), f"{w}: code-length table pads with a nonzero entry")
-            lanes = huffman.lane_layout(coded, sync)[0]
-            chunks, _ = _section(s, "sync", w, buf, start, data_bytes, used, 2 * max(lanes - 1, 0))
-            data, at = _section(s, "data", w, buf, start, data_bytes, used, (nbits + 7) // 8)
-            _need(nbits % 8 == 0 or data[-1] >> (nbits % 8) == 0, f"{w}: nonzero padding bits")
-            specs.append(huffman.Stream(8 * at, nbits, coded, lengths[:table_size],
-                                        np.frombuffer(chunks, dtype="<u2").astype(np.int64)))
-            pairing.append((alphabet, count) if pairs else None)
+            specs.append(coding.read_stream(
+                d.get(key), f"{where} {key} stream", alphabet, count_range, version,
+                lambda e, key, w, length=None: _section(e, key, w, buf, start, data_bytes, used, length),
+                _need, data_bytes, sync, lane_symbols))
         metas.append((d["name"], tuple(shape), bits, g, n, codebook))
     tensors = {}
     for i, d in enumerate(tensor_list):
@@ -458,11 +424,9 @@ def _parse(buf, max_elements) -> Parsed:
         end += n
     _need(end == data_bytes, "sections do not fill the data region")
     try:
-        symbols = huffman.decode_many(buf, specs, sync)
-        symbols = [sym if pair is None else huffman.split_pairs(sym, *pair)
-                   for sym, pair in zip(symbols, pairing)]
+        symbols = coding.decode_streams(buf, specs, sync, lane_symbols)
     except ValueError as exc:
-        raise CompressedFileError(f"corrupt Huffman stream: {exc}") from exc
+        raise CompressedFileError(f"corrupt entropy-coded stream: {exc}") from exc
     layers, streams = {}, {}
     for i, (name, shape, bits, g, n, codebook) in enumerate(metas):
         idx, gaps = symbols[2 * i], symbols[2 * i + 1]
@@ -598,8 +562,7 @@ def _check_fits(p: "Parsed", expected: dict, model) -> None:
 
 
 # ----------------------------------------------------------------------------- size accounting
-def _stream_bytes(d) -> int:
-    return sum(d[key]["length"] for key in ("lengths", "sync", "data"))
+_stream_bytes = coding.stream_bytes
 
 
 def size_report(path_or_layers, other_tensors=None, *, gap_bits=None) -> list[dict]:

@@ -142,7 +142,7 @@ def _sections(header):
     for d in header.get("layers", []) if isinstance(header.get("layers"), list) else []:
         yield d["codebook"]
         for key in ("index", "gap"):
-            yield from (d[key][s] for s in ("lengths", "sync", "data"))
+            yield from (d[key][s] for s in ("lengths", "model", "sync", "data") if s in d[key])
     yield from header["tensors"]
 
 
@@ -199,7 +199,7 @@ def test_gap_decode_rejects_what_encode_never_writes():
 def test_plain_data_round_trip_is_bit_exact(tmp_path):
     gen = torch.Generator().manual_seed(1)
     mask = torch.rand(7, 300, generator=gen) < 0.2
-    codebook = torch.tensor([-0.0, 0.0, float("nan"), -1.5, float("inf"), 1e-40], dtype=torch.float32)
+    codebook = torch.tensor([-0.0, 0.0, 3e38, -1.5, -3e38, 1e-40], dtype=torch.float32)  # NaN/inf: refused
     layers = {
         "fc": QuantizedLayer(codebook, torch.randint(6, (7, 300), generator=gen), mask, 3),
         "empty": QuantizedLayer(torch.zeros(0), torch.zeros(4, 5, dtype=torch.int64),
@@ -417,7 +417,7 @@ def test_size_report(small_file, tmp_path):
     for r, d in zip(rows, header["layers"]):
         cb = d["codebook"]["length"]  # the stored codebook (used entries), in both columns
         assert r["stored_bytes"] == cb + sum(d[k][s]["length"] for k in ("index", "gap")
-                                             for s in ("lengths", "sync", "data"))
+                                             for s in ("lengths", "model", "sync", "data") if s in d[k])
         assert r["compress_pq_pct"] * 32 * r["weights"] / 100 == pytest.approx(
             d["survivors"] * d["bits"] + d["gap"]["count"] * d["gap_bits"] + 8 * cb)
     same = ("layer", "weights", "kept_pct", "weight_bits_pq", "index_bits_pq", "compress_pq_pct",
@@ -477,6 +477,21 @@ def _set(path, value):
     return edit
 
 
+HUFFMAN_LAYER, RANS_LAYER = 2, 0  # the small file's fc3 streams are Huffman-coded, fc1's rANS
+
+
+def test_the_small_file_holds_both_coders(small_file):
+    layers = F.parse(small_file[3]).header["layers"]
+    assert {layers[HUFFMAN_LAYER][k]["coder"] for k in ("index", "gap")} == {"huffman"}
+    assert {layers[RANS_LAYER][k]["coder"] for k in ("index", "gap")} == {"rans"}
+
+
+def _section_byte(layer, key, section, value, at=0):
+    def edit(header, data):
+        data[header["layers"][layer][key][section]["offset"] + at] = value
+    return edit
+
+
 HOSTILE = {
     "10**12 gap symbols": _set(("layers", 0, "gap", "count"), 10 ** 12),
     "10**12 index symbols": _set(("layers", 0, "index", "count"), 10 ** 12),
@@ -484,7 +499,6 @@ HOSTILE = {
     "huge shape": _set(("layers", 0, "shape"), [10 ** 6, 10 ** 6]),
     "negative shape": _set(("layers", 0, "shape"), [-300, -784]),
     "float shape": _set(("layers", 0, "shape"), [300.0, 784]),
-    "huge stream": _set(("layers", 0, "gap", "nbits"), 10 ** 15),
     "negative offset": _set(("layers", 0, "codebook", "offset"), -4),
     "huge length": _set(("layers", 1, "codebook", "length"), 10 ** 12),
     "overlapping sections": _set(("layers", 1, "codebook", "offset"), 0),
@@ -492,21 +506,46 @@ HOSTILE = {
     "sync interval huge": _set(("sync_interval",), 10 ** 9),
     "bits 40": _set(("layers", 0, "bits"), 40),
     "gap bits 0": _set(("layers", 0, "gap_bits"), 0),
-    "pairs on a big alphabet": _set(("layers", 0, "index", "pairs"), True),
+    "pairs flag on a rANS stream": _set(("layers", RANS_LAYER, "index", "pairs"), True),
     "pickle dtype": _set(("tensors", 0, "dtype"), "object"),
     "tensor shape": _set(("tensors", 0, "shape"), [10 ** 9]),
     "layers not a list": _set(("layers",), {"a": 1}),
     "no layers": lambda h, d: h.pop("layers"),
     "wrong data size": _set(("data_bytes",), 5),
     "unclaimed bytes": lambda h, d: (d.extend(bytes(4)), h.__setitem__("data_bytes", h["data_bytes"] + 4)),
+    # rANS streams (version 3)
+    "unknown coder": _set(("layers", RANS_LAYER, "gap", "coder"), "lzma"),
+    "coder missing": lambda h, d: h["layers"][RANS_LAYER]["gap"].pop("coder"),
+    "Huffman coder named on a rANS stream": _set(("layers", RANS_LAYER, "gap", "coder"), "huffman"),
+    "rANS coder named on a Huffman stream": _set(("layers", HUFFMAN_LAYER, "gap", "coder"), "rans"),
+    "rANS count too large": _set(("layers", RANS_LAYER, "gap", "count"), 10 ** 12),
+    "rANS count off by one": lambda h, d: h["layers"][0]["gap"].__setitem__("count", h["layers"][0]["gap"]["count"] + 1),
+    "rANS model precision 40": _section_byte(RANS_LAYER, "gap", "model", 40),
+    "rANS model rows do not sum": _section_byte(RANS_LAYER, "index", "model", 0x7F, at=4),
+    "rANS lane table": _section_byte(RANS_LAYER, "gap", "sync", 0xFF, at=1),
+    "rANS data shortened": lambda h, d: h["layers"][0]["gap"]["data"].__setitem__(
+        "length", h["layers"][0]["gap"]["data"]["length"] - 2),
+    "rANS state zeroed": lambda h, d: d.__setitem__(slice(h["layers"][0]["gap"]["data"]["offset"],
+                                                          h["layers"][0]["gap"]["data"]["offset"] + 2), b"\0\0"),
+    "lane_symbols 0": _set(("lane_symbols",), 0),
+    "lane_symbols huge": _set(("lane_symbols",), 1 << 16),
+    "lane_symbols missing": lambda h, d: h.pop("lane_symbols"),
+    "lane_symbols changed": _set(("lane_symbols",), 63),
+}
+
+
+HUFFMAN_HOSTILE = {  # on a file of Huffman-coded streams only
+    "huge stream": _set(("layers", 0, "gap", "nbits"), 10 ** 15),
     "code lengths over the cap": lambda h, d: (h["layers"][0]["gap"].__setitem__("length_bits", 8),
                                                d.__setitem__(h["layers"][0]["gap"]["lengths"]["offset"], 17)),
     "code lengths 5 bits wide": _set(("layers", 0, "gap", "length_bits"), 5),
     "code-length width missing": lambda h, d: h["layers"][0]["index"].pop("length_bits"),
     "over-full code": lambda h, d: d.__setitem__(slice(h["layers"][0]["gap"]["lengths"]["offset"],
                                                        h["layers"][0]["gap"]["lengths"]["offset"] + 3), b"\1\1\1"),
-    "sync table": lambda h, d: d.__setitem__(h["layers"][0]["index"]["sync"]["offset"], 0),
+    "sync table": _section_byte(0, "index", "sync", 0),
     "stream one bit short": lambda h, d: h["layers"][0]["index"].__setitem__("nbits", h["layers"][0]["index"]["nbits"] - 1),
+    "pairs flag flipped": lambda h, d: (h["layers"][0]["index"].__setitem__("pairs", True),
+                                             h["layers"][0].__setitem__("bits", 9)),
 }
 
 
@@ -514,6 +553,19 @@ HOSTILE = {
 def test_hostile_headers_with_valid_crcs_raise(small_file, edit):
     with pytest.raises(CompressedFileError):
         F.parse(edited(small_file[3], edit))
+
+
+@pytest.fixture(scope="module")
+def huffman_file(small_file):
+    model, layers, others, _ = small_file
+    return F.encode_file(model.create_args, layers, others, {}, sync_interval=64, coders=("huffman",))
+
+
+@pytest.mark.parametrize("edit", list(HUFFMAN_HOSTILE.values()), ids=list(HUFFMAN_HOSTILE))
+def test_hostile_huffman_streams_raise(huffman_file, edit):
+    F.parse(huffman_file)
+    with pytest.raises(CompressedFileError):
+        F.parse(edited(huffman_file, edit))
 
 
 @pytest.mark.parametrize("version", [1, 2])
@@ -538,7 +590,7 @@ def test_header_is_compact_deflated_json(small_file):
     blob = small_file[3]
     version, _, hlen = struct.unpack("<HHI", blob[8:16])
     text = zlib.decompress(blob[16:16 + hlen])
-    assert version == F.VERSION == 2 and hlen < len(text) / 2
+    assert version == F.VERSION == 3 and hlen < len(text) / 2
     assert text == json.dumps(json.loads(text), separators=(",", ":")).encode()  # no spaces
 
 
@@ -622,34 +674,94 @@ def v1_layer():
     return QuantizedLayer(codebook, indices, mask, 3)
 
 
-def test_version_1_files_still_read_and_rewrite_as_version_2(tmp_path):
+def v1_file_without_nan():
+    """V1_FILE with its NaN codebook entry (which readers now refuse) set to 9.5, CRCs made valid."""
     import base64
 
     blob = base64.b64decode(V1_FILE)
+    hlen = struct.unpack("<I", blob[12:16])[0]
+    header, data = json.loads(blob[16:16 + hlen]), bytearray(blob[20 + hlen:-8])
+    section = header["layers"][0]["codebook"]
+    data[section["offset"] + 20:section["offset"] + 24] = struct.pack("<f", 9.5)
+    section["crc32"] = zlib.crc32(bytes(data[section["offset"]:section["offset"] + section["length"]]))
+    return blob, frame(json.dumps(header, separators=(",", ":")).encode(), data, version=1)
+
+
+def test_version_1_files_still_read_and_rewrite_as_version_3(tmp_path):
+    original, blob = v1_file_without_nan()
+    with pytest.raises(CompressedFileError, match="NaN"):
+        F.parse(original)
     assert struct.unpack("<H", blob[8:10])[0] == 1
     path = tmp_path / "v1.dcz"
     path.write_bytes(blob)
     got = F.read_compressed(path)
     q = v1_layer()
+    q.codebook[5] = 9.5
     assert got.create_args == {"name": "x"} and got.metadata == {"k": [1, 2]}
     assert torch.equal(got.layers["fc"].codebook.view(torch.int32), q.codebook.view(torch.int32))  # as stored
     assert torch.equal(got.layers["fc"].mask, q.mask) and got.layers["fc"].bits == 3
     assert torch.equal(got.layers["fc"].indices[q.mask], q.indices[q.mask])
     assert torch.equal(got.other_tensors["fc.bias"], torch.tensor([0.125, -2.0, 7.0, 1e-3]))
-    again = tmp_path / "v2.dcz"
+    again = tmp_path / "v3.dcz"
     F.save_compressed(again, got.create_args, got.layers, got.other_tensors, got.metadata, gap_bits=3)
+    assert struct.unpack("<H", again.read_bytes()[8:10])[0] == 3
     assert again.stat().st_size < len(blob)
     new = F.read_compressed(again)
     assert_same_layers(q, new.layers["fc"])
     assert new.layers["fc"].codebook.numel() == 6  # 0.0 and -0.0 (entries 2 and 7) were unused
-    with pytest.raises(CompressedFileError, match="version 3"):
-        F.parse(blob[:8] + struct.pack("<H", 3) + blob[10:])
+    with pytest.raises(CompressedFileError, match="version 4"):
+        F.parse(blob[:8] + struct.pack("<H", 4) + blob[10:])
+
+
+# A version-2 file (compressed JSON header, Huffman streams only), written by the version-2 writer
+# (git 18bd1a7) from v2_layers() with gap_bits={"fc": 2}, metadata {"k": [1, 2]} and a bias.
+V2_FILE = (
+    "iURDWg0KGgoCAAAA0wEAAHjajZTbbqMwEIbfxdfelcdjjJ1XWUWRA06KmmCEXdSo4t13nLRAdonEXbBm/sPoU77YKfRXl9iO1d53"
+    "v6pw7XofYxNaxtng+/uvneSs6r1L/uD6c2S7L9a6q6elTzZydvXJ1S65/P7Odn+Ayz09x1tbHZo2+X5wF9IQynCW5w7HW/KkAgY4"
+    "u7gbudDWpHmqyDq+uc5nLcmV2HN2bBINIWdn1x0eHxQqfvRDM4S8rzRlDLU/hvCeg4TTKXrqJcjCt+f0lhPkGhVKEjKqLLSxSlPQ"
+    "pq39Z96pwkebHlKda7LqyV2i56x9OIIof9S+M6if77j0lAtTnDylNBILjab4Ps7TCs4rc0wxPi72ahLU3AgVgDYacBzvV1oUgrJ8"
+    "0Ugqu6kRloszTp66lIUtjRIrhdBuLbScxFkcpRWEjDEwUqOJjiq0w4IPxSVHjhMhakmIeSIEzTohJcz+eoEIyhIkhbAriGStdUTU"
+    "NkQAF65mMgU0gJo4USsnhe03fRoFOzOopCBMlIX/KXnZSeO2SoVZxR6sRVGiWaMENGyupNcvBiiMzqQQJoRB8m0M//6h/D42LhI1"
+    "dbp195dLcIm2Z44yQbPT8ngzkVAUKBRIY8b9+BdoUZUQp84TugAAwL8AAIC+AAAAPwAAAEAAAFBAMiMCHamJW30IG7xftq5Y8gAy"
+    "E1wuZAYAgGECDj6wGAgdARwmFBkIXBaAIbKdFiDGAdwBAACAv97dXb+8uzu/mZkZv+7u7r6qqqq+ysxMvoKIiL3KzEw+qqqqPu7u"
+    "7j6ZmRk/vLs7P97dXT8AAIA/U0NERFRERATl0+SXkeXNodqhYc921VCdjPMEIQQ0GSTwvDsIijUAAAA+AAAAwAAA4EBEQ1pFgYlL"
+    "nQ==")
+
+
+def v2_layers():
+    g = torch.Generator().manual_seed(5)
+    codebook = torch.tensor([-1.5, -0.25, 0.5, 2.0, 3.25])
+    mask = torch.rand(12, 40, generator=g) < 0.08
+    indices = torch.randint(5, (12, 40), generator=g)
+    conv_mask = torch.rand(4, 2, 3, 3, generator=g) < 0.5
+    conv = QuantizedLayer(torch.linspace(-1, 1, 16), torch.randint(16, (4, 2, 3, 3), generator=g), conv_mask, 4)
+    return {"fc": QuantizedLayer(codebook, indices, mask, 3), "conv": conv}
+
+
+def test_version_2_files_still_read(tmp_path):
+    import base64
+
+    blob = base64.b64decode("".join(V2_FILE))
+    assert struct.unpack("<H", blob[8:10])[0] == 2
+    path = tmp_path / "v2.dcz"
+    path.write_bytes(blob)
+    got = F.read_compressed(path)
+    assert got.create_args == {"name": "x"} and got.metadata == {"k": [1, 2]}
+    for name, q in v2_layers().items():
+        assert_same_layers(q, got.layers[name])
+    assert torch.equal(got.other_tensors["fc.bias"], torch.tensor([0.125, -2.0, 7.0]))
+    header = F.parse(blob).header
+    assert header["layers"][0]["gap_bits"] == 2 and "coder" not in header["layers"][0]["gap"]
+    again = F.encode_file(got.create_args, got.layers, got.other_tensors, got.metadata, gap_bits={"fc": 2})
+    assert struct.unpack("<H", again[8:10])[0] == 3
+    for name, q in v2_layers().items():
+        assert_same_layers(q, F.parse(again).layers[name].to_quantized())
 
 
 def test_unused_codebook_entries_are_dropped_and_weights_kept_bit_for_bit(tmp_path):
     gen = torch.Generator().manual_seed(3)
     codebook = torch.randn(256, generator=gen)
-    codebook[[7, 200]] = torch.tensor([float("nan"), -0.0])
+    codebook[[7, 200]] = torch.tensor([3e38, -0.0])
     mask = torch.rand(20, 3, 5, 5, generator=gen) < 0.1
     indices = torch.tensor([3, 7, 200, 255])[torch.randint(4, mask.shape, generator=gen)]
     layers = {"conv": QuantizedLayer(codebook, indices, mask, 8),
@@ -685,7 +797,7 @@ def test_code_length_tables_are_4_bit_unless_a_code_is_16_bits_long(tmp_path):
               "odd": QuantizedLayer(torch.tensor([1.0, 2.0, 3.0]), torch.arange(300).remainder(3).view(10, 30),
                                     full(10, 30), 2)}
     assert n == 76 * 89
-    blob = F.encode_file({}, layers)
+    blob = F.encode_file({}, layers, coders=("huffman",))
     p = F.parse(blob)
     skew_d, odd_d = p.header["layers"]
     assert skew_d["index"]["length_bits"] == 8 and skew_d["index"]["lengths"]["length"] == 18
