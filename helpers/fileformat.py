@@ -1,7 +1,9 @@
-"""The compressed model file (``.dcz``): pruning + quantization + Huffman coding (paper section 4).
+"""The compressed model file (``.dcz``): pruning + quantization + entropy coding (paper section 4).
 
 Sparse layout (paper Fig. 2). A layer's surviving weights, in flattened C order, are stored as two
-streams, each Huffman-coded with its own canonical code (``helpers.huffman``):
+streams, each entropy-coded on its own (``helpers.streams``): with a canonical Huffman code
+(``helpers.huffman``, the paper's choice) or with rANS and previous-symbol contexts
+(``helpers.rans``), whichever is smaller, tables included (format version 3):
 
 * gap stream: for each survivor, ``position - previous position - 1`` (the first counts from -1),
   an integer in [0, M - 1] with M = 2**gap_bits - 1 (default gap_bits: 8 for conv, 5 for fc).
@@ -20,31 +22,36 @@ loaded layer so has k <= 2**bits entries; ``bits`` stays the width the layer was
 Saving a loaded model again writes the same bytes. (k-means with linear init leaves the centroids
 inside the pruning gap empty: LeNet-5's conv layers use 152 and 168 of 256, so this saves 0.8 KB.)
 
-A stream dominated by one symbol (p > 1/2: the fillers of a 1 %-dense fc layer) is coded as pairs
-of symbols when that is smaller, code table included: a symbol code cannot spend under 1 bit on a
-symbol, which cost 7.7 % on VGG16's fc6 gaps, 0.4 % with pairs.
+A Huffman-coded stream dominated by one symbol (p > 1/2: the fillers of a 1 %-dense fc layer) is
+coded as pairs of symbols when that is smaller, code table included: a symbol code cannot spend
+under 1 bit on a symbol, which cost 7.7 % on VGG16's fc6 gaps, 0.4 % with pairs. rANS has no such
+floor and conditions on the previous symbol (after a filler, gaps are distributed differently), so
+it wins nearly every large stream (see ``benchmarks/bench_fileformat.py`` for the measured gain).
 
 File layout (all integers little-endian)::
 
     0   8 B  magic  b"\\x89DCZ\\r\\n\\x1a\\n"  (PNG-style: detects text-mode mangling)
-    8   2 B  format version (2);  10  2 B  reserved, 0;  12  4 B  H = header length
+    8   2 B  format version (3);  10  2 B  reserved, 0;  12  4 B  H = header length
     16  H B  header: a zlib stream (level 9) of compact UTF-8 JSON: create_args, metadata
-             (class_names, image_size, mean, std, ...), sync_interval, data_bytes, per layer its
-             name, shape, bits, gap_bits, survivors and sections, per stream its symbol count,
-             bit length, whether it is coded in pairs and its code-length width, per raw tensor
-             its name, dtype and shape. Inflated to at most MAX_HEADER_BYTES - 1 bytes: a longer
+             (class_names, image_size, mean, std, ...), sync_interval (Huffman), lane_symbols
+             (rANS), data_bytes, per layer its name, shape, bits, gap_bits, survivors and
+             sections, per stream its coder and symbol count (Huffman: bit length, whether it is
+             coded in pairs, code-length width), per raw tensor its name, dtype and shape. Inflated to at most MAX_HEADER_BYTES - 1 bytes: a longer
              one (a zlib bomb) is refused without inflating the rest.
     16+H     4 B  CRC32 of bytes [0, 16 + H)
     20+H     data region: sections back to back; every section is {offset (from the data region's
              start), length, crc32}. Per layer: codebook (float32, used entries), and per stream:
              code lengths (``huffman.pack_lengths``: 4 bits per symbol up to the last used one,
              or 8 bits when a code is 16 bits long; the stream's ``length_bits`` says which),
-             sync table (uint16 lane lengths), bits (LSB-first). Raw tensors (biases, ...) in
-             their dtype from an allowlist.
+             sync table (uint16 lane lengths), bits (LSB-first); or for a rANS stream: model
+             (``rans.pack_model``), lane table (uint16 words per lane), words (uint16).
+             Raw tensors (biases, ...) in their dtype from an allowlist.
     end-8    b"DCZE" + CRC32 of everything before it.
 
-Version 1 (read, never written) differs only in that its header is plain JSON and its code-length
-tables are one byte per symbol (and its codebooks may hold unused entries). The JSON of a LeNet-5
+Version 2 (read, never written) is version 3 with Huffman streams only (no ``coder`` and
+``lane_symbols`` keys). Version 1 (read, never written) differs from 2 only in that its header is
+plain JSON and its code-length tables are one byte per symbol (and its codebooks may hold unused
+entries). The JSON of a LeNet-5
 header deflates about 3x (3.3 KB -> 1.1 KB): class names and the repeated section keys.
 
 Reading trusts nothing: every length, offset, count and shape is checked against the file size and
@@ -75,6 +82,7 @@ EXTENSION = ".dcz"
 MAX_HEADER_BYTES = 64 << 20  # the header, compressed and inflated
 MAX_ELEMENTS = 1 << 28  # dense weights the plain reader may rebuild; VGG16 has 1.4e8 parameters
 DEFAULT_GAP_BITS = {"conv": 8, "fc": 5}
+CODEBOOK_DTYPES = ("auto", "float32", "float16")
 CREATE_KEYS = {"name", "num_classes", "in_channels", "image_size"}  # never 'pretrained': no downloads
 DTYPES = {"float32": (torch.float32, "<f4"), "float64": (torch.float64, "<f8"),
           "float16": (torch.float16, "<f2"), "bfloat16": (torch.bfloat16, "<i2"),
@@ -193,15 +201,19 @@ def default_gap_bits(shape) -> int:
 
 def encode_file(create_args, layers, other_tensors=None, metadata=None, *, gap_bits=None,
                 sync_interval: int = huffman.SYNC_INTERVAL, lane_symbols: int = rans.LANE_SYMBOLS,
-                coders=coding.CODERS) -> bytes:
+                coders=coding.CODERS, codebook_dtype: str = "auto") -> bytes:
     """The bytes of a compressed file (see the module docstring); ``save_compressed`` writes them.
 
     ``layers``: name -> QuantizedLayer; ``gap_bits``: an int for all layers, or a dict name -> int
     (others get 8 for conv, 5 for fc weights). ``coders``: the entropy coders each stream may
     use (the smaller wins; ``helpers.streams``); ``sync_interval`` / ``lane_symbols``: symbols per
-    lane of a Huffman / rANS stream.
+    lane of a Huffman / rANS stream. ``codebook_dtype``: "auto" stores a codebook as float16 when
+    that is exact (every weight unchanged) and it has 16 entries or more, else float32; "float32" always; "float16" always,
+    rounding the weights to half precision (it changes them: check the accuracy).
     """
     rans.lane_layout(0, lane_symbols)  # bad values raise before any work
+    if codebook_dtype not in CODEBOOK_DTYPES:
+        raise ValueError(f"codebook_dtype must be one of {CODEBOOK_DTYPES}, got {codebook_dtype!r}")
     sections, size = [], 0
 
     def add(data: bytes) -> dict:
@@ -219,7 +231,7 @@ def encode_file(create_args, layers, other_tensors=None, metadata=None, *, gap_b
             raise ValueError(f"gap_bits for {name} must be in [1, 16], got {g}")
         out_layers.append({"name": name, "shape": list(s.shape), "bits": s.bits, "gap_bits": g,
                            "survivors": int(s.positions.size),
-                           "codebook": add(s.codebook.astype("<f4").tobytes())})
+                           **_codebook_entry(s.codebook, codebook_dtype, add)})
         jobs += [(s.indices, s.codebook.size), (gap_encode(s.positions, g), 1 << g)]
     coded = coding.encode_streams(jobs, add, sync_interval, lane_symbols, coders)
     for d, index, gap in zip(out_layers, coded[0::2], coded[1::2]):
@@ -245,6 +257,17 @@ def encode_file(create_args, layers, other_tensors=None, metadata=None, *, gap_b
     head = MAGIC + struct.pack("<HHI", VERSION, 0, len(hzip)) + hzip
     body = b"".join([head, struct.pack("<I", zlib.crc32(head)), *sections, TRAILER])
     return body + struct.pack("<I", zlib.crc32(body))
+
+
+def _codebook_entry(codebook: np.ndarray, dtype: str, add) -> dict:
+    with np.errstate(over="ignore"):
+        half = codebook.astype("<f2")
+        exact = np.array_equal(half.astype(np.float32).view(np.int32), codebook.view(np.int32))
+    if dtype == "float16" or (dtype == "auto" and exact and codebook.size >= 16):  # else the key costs more
+        if not np.isfinite(half).all():
+            raise ValueError("a codebook value is outside float16's range: use codebook_dtype='float32'")
+        return {"codebook": add(half.tobytes()), "codebook_dtype": "float16"}
+    return {"codebook": add(codebook.astype("<f4").tobytes())}
 
 
 def save_compressed(path, create_args, layers, other_tensors=None, metadata=None, **kwargs) -> int:
@@ -391,9 +414,12 @@ def _parse(buf, max_elements) -> Parsed:
         bits, g = _int(d, "bits", 1, 16, where), _int(d, "gap_bits", 1, 16, where)
         n = _int(d, "survivors", 0, numel, where)
         cb, _ = _section(d, "codebook", where, buf, start, data_bytes, used)
-        k = len(cb) // 4
-        _need(len(cb) % 4 == 0 and k <= 1 << bits, f"{where}: codebook size does not match bits")
-        codebook = np.frombuffer(cb, dtype="<f4").astype(np.float32)
+        half = version >= 3 and "codebook_dtype" in d
+        _need(not half or d["codebook_dtype"] == "float16", f"{where}: bad codebook_dtype")
+        width = 2 if half else 4
+        k = len(cb) // width
+        _need(len(cb) % width == 0 and k <= 1 << bits, f"{where}: codebook size does not match bits")
+        codebook = np.frombuffer(cb, dtype="<f2" if half else "<f4").astype(np.float32)
         _need(np.isfinite(codebook).all(), f"{where}: codebook holds NaN or infinite values")
         for key, alphabet, count_range in (("index", k, (n, n)), ("gap", 1 << g, (n, numel))):
             specs.append(coding.read_stream(

@@ -883,3 +883,43 @@ def test_atomic_write_leaves_no_temp_file_and_keeps_the_old_file_on_failure(smal
     with pytest.raises(ValueError):  # fails before anything is written
         F.save_compressed(path, model.create_args, layers, {"x": torch.zeros(2, dtype=torch.complex64)})
     assert os.listdir(tmp_path) == ["model.dcz"] and path.read_bytes() == before
+
+
+# ----------------------------------------------------------------------------- float16 codebooks
+def fp16_layers(values):
+    gen = torch.Generator().manual_seed(6)
+    codebook = torch.tensor(values, dtype=torch.float32)
+    return {"fc": QuantizedLayer(codebook, torch.randint(len(values), (20, 30), generator=gen),
+                                 torch.rand(20, 30, generator=gen) < 0.5, 5)}
+
+
+def test_codebooks_are_float16_when_that_is_exact():
+    exact = fp16_layers([i / 8 - 2 for i in range(32)])  # multiples of 1/8: exact in float16
+    blob = F.encode_file({}, exact)
+    d = F.parse(blob).header["layers"][0]
+    assert d["codebook_dtype"] == "float16" and d["codebook"]["length"] == 2 * 32
+    assert_same_layers(exact["fc"], F.parse(blob).layers["fc"].to_quantized())
+    assert len(F.encode_file({}, exact, codebook_dtype="float32")) > len(blob)
+    inexact = fp16_layers([i / 7 - 2 for i in range(32)])
+    d = F.parse(F.encode_file({}, inexact)).header["layers"][0]
+    assert "codebook_dtype" not in d and d["codebook"]["length"] == 4 * 32
+
+
+def test_float16_codebooks_on_request_round_the_weights():
+    layers = fp16_layers([i / 7 - 2 for i in range(32)])
+    got = F.parse(F.encode_file({}, layers, codebook_dtype="float16")).layers["fc"]
+    want = layers["fc"].codebook.half().float()
+    assert torch.equal(torch.from_numpy(got.codebook), want) and not torch.equal(want, layers["fc"].codebook)
+    with pytest.raises(ValueError, match="float16's range"):
+        F.encode_file({}, fp16_layers([1e6] * 32), codebook_dtype="float16")
+    with pytest.raises(ValueError, match="codebook_dtype"):
+        F.encode_file({}, layers, codebook_dtype="int8")
+
+
+@pytest.mark.parametrize("edit", [_set(("layers", 0, "codebook_dtype"), "float64"),
+                                  _set(("layers", 0, "codebook_dtype"), None),
+                                  lambda h, d: h["layers"][0].pop("codebook_dtype")])  # 64 B: 16 float32s
+def test_bad_codebook_dtypes_raise(edit):
+    blob = F.encode_file({}, fp16_layers([i / 8 for i in range(32)]))
+    with pytest.raises(CompressedFileError):
+        F.parse(edited(blob, edit))
