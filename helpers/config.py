@@ -134,16 +134,17 @@ PROFILES = {
     ),
     "cpu": Profile(
         name="cpu",
-        # other models (torchvision's ResNets, MobileNets...): 32 px; a ResNet-18 training step at batch
-        # 64 took 1.3 s at 64 px on this 2-core machine (~170 s an epoch), a quarter of that at 32 px
+        # other models (torchvision's ResNets, MobileNets...): 32 px, 10 epochs, 1-epoch rounds; a
+        # ResNet-18 training step at batch 64 took 1.3 s at 64 px on this 2-core machine (~170 s an
+        # epoch) and 0.8 CPU-s at 32 px on one thread
         image_size=_per_model(32, 32, 64, 32, 32),
-        epochs=_per_model(30, 30, 25, 10, 15),
+        epochs=_per_model(30, 30, 25, 10, 10),
         # AlexNet's and VGG16's step times are dominated by their big fc layers (55M, 120M weights)
         # and the optimizer's pass over them, so a large batch costs little more per step
         batch_size=_per_model(64, 64, 128, 64, 64),
         # VGG16 (no batch norm) is still improving after 10 epochs, and its conv layers are slow to
         # recover from pruning: 3-epoch rounds
-        retrain_epochs=_per_model(15, 15, 2, 3, 2),
+        retrain_epochs=_per_model(15, 15, 2, 3, 1),
         lr=_per_model(0.05, 0.01, 0.02, 0.01, 0.05),
         warmup_epochs=1,
         # a VGG16 forward costs ~0.5 GFLOP an image: its 16-layer x 13-point scan over 512
