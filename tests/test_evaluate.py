@@ -2,6 +2,7 @@ import json
 
 import pytest
 import torch
+from PIL import Image
 
 from helpers import data, evaluate, fileformat, models, pruning, quantization
 
@@ -59,6 +60,8 @@ def test_corrupt_file_and_wrong_dataset_give_clear_errors(digits_file, tmp_path,
     renamed = tmp_path / "renamed"
     for i in range(2):
         (renamed / f"cls{i}").mkdir(parents=True)
+        for j in range(4):  # enough for train, val and test; RGB where the model expects 1 channel
+            Image.new("RGB", (8, 8), (40 * j, 10 * i, 0)).save(renamed / f"cls{i}" / f"{j}.png")
     assert evaluate.main([str(path), "--dataset", "folder", "--data-dir", str(renamed)]) == 2
     assert "channel" in capsys.readouterr().err
     with pytest.raises(SystemExit):
