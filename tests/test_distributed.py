@@ -217,7 +217,10 @@ def _notebook_02_demands_learning_from_a_slice() -> bool:
                            "one batch of one epoch cannot pass it (the check should skip any per_class slice)")
 def test_gpu_profile_path_runs_on_cpu_through_notebooks(tmp_path):
     """The gpu profile's AlexNet settings (224 px, DataLoader workers, no image cache) shrunk to one
-    batch per split and 1 epoch per stage, with bf16 autocast on the CPU, through notebooks 01-06."""
+    batch per split and 1 epoch per stage, with bf16 autocast on the CPU, through notebooks 01-06.
+
+    Slow: 682 s on the 2-core machine at load ~10 (notebook 05's bits sweep over AlexNet's 57M
+    weights 257 s, 03's scan 155 s); deselect it with ``-m "not gpu_path"``."""
     import json
     import subprocess
     import sys
