@@ -12,9 +12,12 @@ llvmlite): no C compiler on the target machine, so no build step that can fail. 
 splits the output rows over the cores (as many threads as torch uses); ``cache=True`` keeps the
 compiled code in ``__pycache__``, so later processes skip the few seconds of compiling.
 
-Measured on the 2-core (AVX2) development machine, shared with other jobs, batch 1, AlexNet's fc6
-(4096 x 9216) at 9 % density: dense fp32 ``F.linear`` ~ 11 ms, scipy fp32 CSR (single-threaded)
-~ 3.5 ms, this kernel ~ 1.2 ms (``python benchmarks/bench_runtime.py`` has the side-by-side rows).
+Measured (best of 40 calls, one throwaway script on the 2-core AVX2 development machine under a
+load average of ~9, AlexNet's fc6 4096 x 9216 at 9 %, batch 1): this kernel 2.2 ms on two threads
+(8-13 ms in runs where the other core was taken), 3.1 ms on one; scipy fp32 CSR (one thread)
+4.2-4.4 ms; a single-accumulator loop 3.7 ms on one core.
+The whole-network and fc-part rows, with dense and int8 side by side, come from
+``python benchmarks/bench_runtime.py``.
 
 Importing this module imports numba (compiling happens on first call); ``helpers.sparse`` imports
 it only when the shared-weight kernel is used, and falls back to scipy's fp32 CSR without numba.
@@ -29,10 +32,8 @@ import numpy as np
 import torch
 
 
-
-# Four accumulators: one float add chain would wait ~4 cycles per survivor on the add's latency
-# (measured: 7.1 -> 3.0 ms on one core for fc6). No fastmath: LLVM then turns the loop into AVX2
-# gathers, which measured 2-3x slower than these scalar loads.
+# Four accumulators: one float add chain waits on the add's latency at every survivor. No fastmath:
+# LLVM then turns the loop into AVX2 gathers, which measured ~2x slower than these scalar loads.
 @numba.njit(parallel=True, cache=True, nogil=True)
 def _shared_matvec(rowptr, cols, idx, codebook, x, y):
     for r in numba.prange(rowptr.size - 1):
