@@ -35,7 +35,8 @@ import torch
 from torch import nn
 
 from . import config, data, models, progress, pruning, quantization, reporting, sensitivity, training
-from .resume import MissingStageError, StaleRunError, begin, dense_parameter_bytes, finished, require  # noqa: F401
+from .resume import (SETTING_DEFAULTS, MissingStageError, StaleRunError, begin,  # noqa: F401
+                     dense_parameter_bytes, finished, require)
 from .io import atomic_torch_save
 
 MIN_PRUNABLE_WEIGHTS = 256
@@ -52,7 +53,7 @@ def _say(settings: dict, stage: str, message: str) -> None:
 
 
 def _fit(model, train_loader, val_loader, epochs, device, settings, stage, **kwargs):
-    extra = {"world_size": settings["world_size"]} if settings.get("world_size", 1) != 1 else {}
+    extra = {k: settings[k] for k in ("world_size", "precision") if settings.get(k, SETTING_DEFAULTS[k]) != SETTING_DEFAULTS[k]}
     log = progress.fit_logger(f"{settings.get('model_name', 'model')} {stage}", epochs)
     return training.fit(model, train_loader, val_loader, epochs, device, seed=settings["seed"] + kwargs.pop("seed_offset", 0),
                         log=log, progress=False, **kwargs, **extra)
