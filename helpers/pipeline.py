@@ -314,8 +314,7 @@ def settings_for(profile: str = "cpu", model_name: str = "default", seed: int = 
     prof = config.apply_overrides(config.get_profile(profile), key, overrides)
     settings = {"dataset": "custom", "model_name": model_name, "profile": prof.name, "overrides": overrides,
                 "seed": int(seed), **prof.for_model(key, "custom")}
-    check = getattr(config, "check_settings", None)
-    return check(settings) if check else settings
+    return config.check_settings(settings)
 
 
 def _profile_name(profile) -> str:
@@ -345,6 +344,8 @@ def compress(model: nn.Module, train_loader, val_loader, out_dir, *, test_loader
     name = getattr(model, "create_args", {}).get("name") or type(model).__name__
     settings = {**settings_for(profile, name, seed, **overrides), "trained": bool(trained)}
     out_dir, device = Path(out_dir), torch.device(device) if device else training.pick_device()
+    if settings.get("threads"):
+        torch.set_num_threads(settings["threads"])
     training.seed_everything(settings["seed"])
     stages = {"baseline": train_baseline(model, train_loader, val_loader, settings, out_dir, test_loader=test_loader,
                                          device=device)}

@@ -130,6 +130,9 @@ def check_arguments(parser, args) -> tuple[str, Path, dict]:
     except ValueError as exc:
         parser.error(str(exc))
     run_dir = Path(args.out or f"runs/{args.dataset}-{profile}").resolve()
+    rank = int(os.environ.get("RANK", "0"))  # under torchrun every process runs the notebooks
+    if rank > 0:  # rank 0 writes the results; the others keep their copies of the stage files apart
+        run_dir = run_dir / f".rank{rank}"
     blocking = next((p for p in [run_dir, *run_dir.parents] if p.exists()), None)
     if blocking is not None and not blocking.is_dir():
         parser.error(f"--out {args.out or run_dir}: {blocking} is a file, not a folder; pass a folder path "
