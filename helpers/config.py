@@ -58,6 +58,9 @@ class Profile:
     # (greedily, the pruning steps that cost the least accuracy per weight removed)
     budget_allocation: dict = field(default_factory=lambda: _per_model(*["tolerance"] * 4, "cost_per_weight"))
     prune_rounds: int = 4                            # prune -> retrain rounds toward the targets
+    # also train the dense control: the baseline given the same retraining rounds with nothing pruned,
+    # so "no loss" is measured against a model trained as long (notebook 04; costs the rounds again)
+    dense_control: bool = False
     retrain_epochs: dict = field(default_factory=lambda: _per_model(15, 15, 2, 1, 2))  # per round
     retrain_lr_factor: float = 0.3                   # retraining lr = baseline lr x this (paper: lower lr)
     # trained quantization (notebook 05)
@@ -92,6 +95,7 @@ class Profile:
                 "sensitivity_tolerance": self.sensitivity_tolerance, "target_kept": pick(self.target_kept),
                 "budget_allocation": pick(self.budget_allocation),
                 "prune_rounds": self.prune_rounds, "retrain_epochs": pick(self.retrain_epochs),
+                "dense_control": self.dense_control,
                 "retrain_lr_factor": self.retrain_lr_factor, "conv_bits": self.conv_bits,
                 "fc_bits": self.fc_bits, "quant_epochs": pick(self.quant_epochs),
                 "quant_lr_factor": self.quant_lr_factor, "world_size": self.world_size,

@@ -15,7 +15,7 @@ import numpy as np
 
 from .io import atomic_write_text
 
-STAGES = ("baseline", "int8", "pruned", "quantized", "compressed")
+STAGES = ("baseline", "int8", "pruned", "quantized", "compressed", "dense_control")
 
 
 def read_metrics(model_dir) -> dict:
@@ -311,14 +311,16 @@ def stage_table(metrics: dict, size_report: list[dict] | None) -> list[dict]:
     stages, sizes = metrics.get("stages", {}), stage_sizes(metrics, size_report)
     dense = sizes.get("baseline")
     rows = []
-    for stage in ("baseline", "int8", "pruned", "quantized", "compressed"):
+    sizes.setdefault("dense_control", dense)  # the dense model trained as long as the pruned one
+    for stage in ("baseline", "dense_control", "int8", "pruned", "quantized", "compressed"):
         if stage in stages:
             size = sizes.get(stage)
             rows.append({"stage": stage, "top1": stages[stage]["test_accuracy"],
                          "top5": stages[stage].get("test_top5", float("nan")),
                          "MB": size / 1e6 if size else float("nan"),
                          "ratio": dense / size if size and dense else float("nan"),
-                         "size": "file" if stage in ("baseline", "int8", "compressed") else "computed"})
+                         "size": "file" if stage in ("baseline", "dense_control", "int8", "compressed")
+                         else "computed"})
     return rows
 
 

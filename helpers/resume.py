@@ -27,6 +27,7 @@ STAGE_SETTINGS = {
     "scan": ("sensitivity_sparsities", "eval_batches"),
     "plan": ("sensitivity_tolerance", "target_kept", "budget_allocation"),
     "pruned": ("prune_rounds", "retrain_epochs", "retrain_lr_factor"),
+    "dense_control": ("prune_rounds", "retrain_epochs", "retrain_lr_factor"),
     "quantized": ("conv_bits", "fc_bits", "quant_epochs", "quant_lr_factor"),
     "int8": (),
     "compressed": (),
@@ -35,11 +36,13 @@ SETTING_DEFAULTS = {"trained": False, "world_size": 1, "precision": "auto"}
 # stages cheap enough to redo: a record with other settings is overwritten, not refused
 RECOMPUTED = {"plan", "int8", "compressed"}
 UPSTREAM = {"baseline": None, "scan": "baseline", "plan": "scan", "pruned": "plan", "quantized": "pruned",
-            "int8": "baseline", "compressed": "quantized"}
+            "int8": "baseline", "compressed": "quantized",
+            "dense_control": "baseline"}
 # what a stage leaves in the run folder: a finished stage has its first file
 ARTEFACTS = {"baseline": ("baseline.pt", "baseline_checkpoint.pt"), "scan": ("sensitivity_scan.json",),
              "plan": ("pruning_plan.json",), "pruned": ("pruned.pt", "pruned_round1.pt", "pruned_round1_checkpoint.pt"),
-             "quantized": ("quantized.pt", "quantized_checkpoint.pt"), "int8": (), "compressed": ()}
+             "quantized": ("quantized.pt", "quantized_checkpoint.pt"), "int8": (), "compressed": (),
+             "dense_control": ("dense_control.pt", "dense_control_round1.pt", "dense_control_round1_checkpoint.pt")}
 
 
 class StaleRunError(RuntimeError):

@@ -100,6 +100,7 @@ def rules() -> dict:
         "target_kept": number(0, 1, low_open=True),
         "budget_allocation": one_of(ALLOCATIONS),
         "prune_rounds": integer(1),
+        "dense_control": BOOLEAN,
         "retrain_epochs": integer(1),
         "retrain_lr_factor": number(0, None, low_open=True),
         "conv_bits": integer(1, 16),

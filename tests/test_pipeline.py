@@ -172,3 +172,21 @@ def test_settings_for_uses_the_default_entry_for_unknown_models():
     assert pipeline.settings_for("cpu", "lenet5")["target_kept"] == 0.075
     assert pipeline.settings_for("ci", "CustomNet", epochs=4)["epochs"] == 4
     assert json.loads(json.dumps(custom))  # a settings record is plain JSON
+
+
+def test_dense_control_trains_the_baseline_as_long_with_nothing_pruned(loaders, tmp_path):
+    train, val, test = loaders
+    settings = pipeline.settings_for("ci", "lenet5", epochs=1, prune_rounds=2, retrain_epochs=1)
+    cpu = torch.device("cpu")
+    pipeline.train_baseline(models.create("lenet5", CLASSES, 3, 32), train, val, settings, tmp_path, device=cpu)
+    model = models.create("lenet5", CLASSES, 3, 32)
+    record = pipeline.dense_control(model, train, val, settings, tmp_path, test_loader=test, device=cpu)
+    assert record["epochs"] == 2 and [r["kept"] for r in record["rounds"]] == [1.0, 1.0]
+    assert all(bool((layer.weight != 0).all()) for layer in models.compressible_layers(model).values())
+    baseline = models.create("lenet5", CLASSES, 3, 32)
+    baseline.load_state_dict(torch.load(tmp_path / "baseline.pt", weights_only=True))
+    assert not torch.equal(baseline.classifier[-1].weight, model.classifier[-1].weight), "the control did not train"
+    with pytest.raises(pipeline.StaleRunError, match="retrain_epochs=1 there, 2 now"):
+        pipeline.dense_control(models.create("lenet5", CLASSES, 3, 32), train, val,
+                               pipeline.settings_for("ci", "lenet5", epochs=1, prune_rounds=2, retrain_epochs=2),
+                               tmp_path, device=cpu)
