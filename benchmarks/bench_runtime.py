@@ -12,6 +12,11 @@ Weight bytes are resident bytes (parameters, buffers, survivors); *_load_rss is 
 process gains by loading the file (after importing torch, torchvision, helpers and compiling the
 sparse kernel; freed heap returned with malloc_trim first, for both).
 
+On a machine shared with other jobs, every multi-threaded op (each conv, pool, GEMM, and the
+sparse kernel) waits for its second thread to be scheduled: measured here, a 64 x 15 x 15 max-pool
+took 5 ms and AlexNet's 64 px convolutions ~130 ms instead of a few; ``--threads 1`` avoids those
+waits and shows the single-core cost of each form.
+
     python benchmarks/bench_runtime.py [--rounds 15] [--threads N] [--only alexnet-64]
     python benchmarks/bench_runtime.py --calibrate     # break-even densities (helpers.sparse.BREAK_EVEN)
     python benchmarks/bench_runtime.py --int8-backends  # torch.ao vs torchao int8 Linear (helpers.int8)
