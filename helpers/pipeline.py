@@ -339,18 +339,12 @@ def _same_outputs(model, loaded, test_loader) -> bool | None:
 def settings_for(profile: str = "cpu", model_name: str = "default", seed: int = 0, **overrides) -> dict:
     """A stage settings dict for a model outside the notebooks: the profile's values for ``model_name``
     (its own entries for a registry name, else the profile's ``default`` entries), then ``overrides``."""
-    key = model_name if model_name in config.PROFILES[_profile_name(profile)].epochs else config.DEFAULT_KEY
-    prof = config.apply_overrides(config.get_profile(profile), key, overrides)
+    base = config.get_profile(profile)  # refuses an unknown profile name
+    key = model_name if model_name in base.epochs else config.DEFAULT_KEY
+    prof = config.apply_overrides(base, key, overrides)
     settings = {"dataset": "custom", "model_name": model_name, "profile": prof.name, "overrides": overrides,
                 "seed": int(seed), **prof.for_model(key, "custom")}
     return config.check_settings(settings)
-
-
-def _profile_name(profile) -> str:
-    name = profile or config.default_profile()
-    if name not in config.PROFILES:
-        raise ValueError(f"Unknown profile {name!r}; choose one of {', '.join(config.PROFILES)}.")
-    return name
 
 
 def compress(model: nn.Module, train_loader, val_loader, out_dir, *, test_loader=None, profile: str = "cpu",
