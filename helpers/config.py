@@ -63,9 +63,21 @@ class Profile:
     dense_control: bool = False
     retrain_epochs: dict = field(default_factory=lambda: _per_model(15, 15, 2, 1, 2))  # per round
     retrain_lr_factor: float = 0.3                   # retraining lr = baseline lr x this (paper: lower lr)
+    # past the plan: up to extra_rounds more rounds, each keeping extra_keep of every pruned layer's
+    # survivors, while validation after retraining stays within stop_tolerance (a fraction) of the
+    # baseline's; the first round below it is undone and ends pruning (0 rounds: the plan only)
+    extra_rounds: int = 0
+    extra_keep: float = 0.8
+    stop_tolerance: float = 0.0
     # trained quantization (notebook 05)
     conv_bits: int = 8
     fc_bits: int = 5
+    # "fixed": conv_bits / fc_bits everywhere (the paper); "greedy": narrow each layer's width, largest
+    # layer first, while the scan slice's accuracy (before fine-tuning) stays within bits_tolerance
+    # of the fixed widths' (helpers.bit_allocation), down to min_bits
+    bit_allocation: str = "fixed"
+    bits_tolerance: float = 0.005
+    min_bits: int = 2
     quant_epochs: dict = field(default_factory=lambda: _per_model(2, 2, 1, 1, 1))
     quant_lr_factor: float = 0.01                    # centroid fine-tuning lr = baseline lr x this
     # data-parallel processes for the training stages (torch.distributed; 1 = this process only)
@@ -96,8 +108,10 @@ class Profile:
                 "budget_allocation": pick(self.budget_allocation),
                 "prune_rounds": self.prune_rounds, "retrain_epochs": pick(self.retrain_epochs),
                 "dense_control": self.dense_control,
-                "retrain_lr_factor": self.retrain_lr_factor, "conv_bits": self.conv_bits,
-                "fc_bits": self.fc_bits, "quant_epochs": pick(self.quant_epochs),
+                "retrain_lr_factor": self.retrain_lr_factor, "extra_rounds": self.extra_rounds,
+                "extra_keep": self.extra_keep, "stop_tolerance": self.stop_tolerance,
+                "conv_bits": self.conv_bits, "fc_bits": self.fc_bits, "bit_allocation": self.bit_allocation,
+                "bits_tolerance": self.bits_tolerance, "min_bits": self.min_bits, "quant_epochs": pick(self.quant_epochs),
                 "quant_lr_factor": self.quant_lr_factor, "world_size": self.world_size,
                 "precision": self.precision, "threads": self.threads}
 

@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import config, data, models, progress, pruning, quantization, reporting, sensitivity, training
+from . import bit_allocation, config, data, models, progress, pruning, quantization, reporting, sensitivity, training
 from .resume import (SETTING_DEFAULTS, MissingStageError, StaleRunError, begin,  # noqa: F401
                      dense_parameter_bytes, finished, require)
 from .io import atomic_torch_save
@@ -173,11 +173,38 @@ def prune_and_retrain(model, train_loader, val_loader, settings, out_dir, *, tes
     baseline_val = training.evaluate(model, val_loader, device)["top1"]
     rounds = [_one_round(model, r, targets, train_loader, val_loader, settings, out_dir, device)
               for r, targets in enumerate(pruning.sparsity_schedule(plan["targets"], settings["prune_rounds"]), 1)]
+    rounds += _further_rounds(model, plan["targets"], baseline_val, rounds[-1], train_loader, val_loader, settings,
+                              out_dir, device)
     record = {**_test(model, test_loader, device), "kept_fraction": pruning.total_kept_fraction(model),
               "per_layer_kept": pruning.kept_fractions(model), "baseline_val": baseline_val,
               "rounds": [{k: v for k, v in r.items() if k != "history"} for r in rounds], "settings": recorded}
     atomic_torch_save(model.state_dict(), out_dir / "pruned.pt")
     return _save_record(out_dir, "pruned", record, settings)
+
+
+def _further_rounds(model, planned, baseline_val, last_planned, train_loader, val_loader, settings, out_dir,
+                    device) -> list[dict]:
+    """Rounds past the plan (``extra_rounds``): each keeps ``extra_keep`` of every pruned layer's
+    survivors while validation after retraining stays within ``stop_tolerance`` of the baseline's.
+    The first round below that is undone (the previous round's weights come back) and ends pruning;
+    none start when the plan itself ended below it. Rounds are files like the planned ones, so a
+    resumed run takes the same decisions from the same records."""
+    floor = baseline_val - settings["stop_tolerance"]
+    if settings["extra_rounds"] == 0 or last_planned["after_retraining"] < floor:
+        return []
+    records, first = [], settings["prune_rounds"]
+    for step, targets in enumerate(pruning.further_schedule(planned, settings["extra_keep"],
+                                                            settings["extra_rounds"]), 1):
+        record = _one_round(model, first + step, targets, train_loader, val_loader, settings, out_dir, device)
+        records.append({**record, "extra": True, "accepted": record["after_retraining"] >= floor})
+        if not records[-1]["accepted"]:
+            previous = torch.load(out_dir / f"pruned_round{first + step - 1}.pt", map_location="cpu", weights_only=True)
+            pruning.load_pruned_state_dict(model, previous)
+            model.to(device)
+            _say(settings, "pruned", f"round {first + step} undone: validation {record['after_retraining']:.2%} "
+                                     f"< {floor:.2%}; back to {pruning.total_kept_fraction(model):.2%} kept")
+            break
+    return records
 
 
 def _one_round(model, r, targets, train_loader, val_loader, settings, out_dir, device, name="pruned") -> dict:
@@ -218,10 +245,11 @@ def dense_control(model, train_loader, val_loader, settings, out_dir, *, test_lo
         return done
     training.load_checkpoint_weights(require(out_dir, "baseline.pt", "train_baseline (notebook 02)"), model)
     model.to(device)
+    # as many rounds as pruning may run (the planned ones and every extra one): trained at least as long
     rounds = [_one_round(model, r, None, train_loader, val_loader, settings, out_dir, device, name="dense_control")
-              for r in range(1, settings["prune_rounds"] + 1)]
+              for r in range(1, settings["prune_rounds"] + settings["extra_rounds"] + 1)]
     record = {**_test(model, test_loader, device), "size_bytes": models.dense_size_bytes(model),
-              "epochs": settings["prune_rounds"] * settings["retrain_epochs"],
+              "epochs": len(rounds) * settings["retrain_epochs"],
               "rounds": [{k: v for k, v in r.items() if k != "history"} for r in rounds], "settings": recorded}
     atomic_torch_save(model.state_dict(), out_dir / "dense_control.pt")
     return _save_record(out_dir, "dense_control", record, settings)
@@ -261,10 +289,11 @@ def quantize(model, train_loader, val_loader, settings, out_dir, *, test_loader=
         return done
     pruning.load_pruned_state_dict(model, torch.load(pruned_path, map_location="cpu", weights_only=True))
     model.to(device)
-    sweep_result = bits_sweep(model, scan_loader(val_loader, settings, device), device) if sweep else None
+    slice_loader = scan_loader(val_loader, settings, device)
+    sweep_result = bits_sweep(model, slice_loader, device) if sweep else None
+    bits, trials = _allocate_bits(model, slice_loader, settings, device)
     started = time.time()
-    initial = quantization.quantize_model(model, conv_bits=settings["conv_bits"], fc_bits=settings["fc_bits"],
-                                          init="linear")
+    initial = quantization.quantize_model(model, bits=bits, init="linear")
     cluster_s = time.time() - started
     before = training.evaluate(model, val_loader, device)["top1"]
     before_test = _test(model, test_loader, device).get("test_accuracy")
@@ -275,10 +304,24 @@ def quantize(model, train_loader, val_loader, settings, out_dir, *, test_loader=
     record = {**_test(model, test_loader, device), "bits": {n: q.bits for n, q in initial.items()},
               "before_finetune_test_accuracy": before_test, "val_before_finetune": before,
               "val_after_finetune": after, "cluster_s": cluster_s, "history": history, "settings": recorded,
+              "bit_allocation": settings["bit_allocation"], "bit_trials": trials,
               **({"bits_sweep": sweep_result} if sweep else {})}
     atomic_torch_save(model.state_dict(), out_dir / "quantized.pt")
     _say(settings, "quantize", f"validation {before:.2%} -> {after:.2%} after centroid fine-tuning")
     return _save_record(out_dir, "quantized", record, settings)
+
+
+def _allocate_bits(model, slice_loader, settings, device) -> tuple[dict, list]:
+    """Per-layer bits: the profile's conv/fc widths ("fixed"), or narrowed greedily ("greedy", see
+    ``helpers.bit_allocation``) while the scan slice's accuracy stays within ``bits_tolerance``."""
+    start = bit_allocation.default_bits(model, settings["conv_bits"], settings["fc_bits"])
+    if settings["bit_allocation"] == "fixed":
+        return start, []
+    bits, trials = bit_allocation.allocate_bits(model, lambda m: training.evaluate(m, slice_loader, device)["top1"],
+                                                start, settings["bits_tolerance"], settings["min_bits"])
+    _say(settings, "quantize", "bits " + ", ".join(f"{n} {b}" for n, b in bits.items()) +
+         f" ({len(trials)} trials)")
+    return bits, trials
 
 
 def int8_baseline(model, test_loader, settings, out_dir) -> dict:

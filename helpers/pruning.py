@@ -134,6 +134,23 @@ def sparsity_schedule(final_targets: dict[str, float], rounds: int) -> list[dict
     return schedule + [{name: float(s) for name, s in final_targets.items()}]
 
 
+def further_schedule(planned: dict[str, float], keep: float, rounds: int) -> list[dict[str, float]]:
+    """Targets for ``rounds`` rounds past the plan, each keeping ``keep`` of every pruned layer's survivors.
+
+    A layer the plan keeps whole (sparsity 0) stays whole: the plan found no room in it. Round ``e``
+    keeps ``(1 - planned) * keep ** e`` of a layer; ``pipeline.prune_and_retrain`` stops at the first
+    round that validation does not allow, so these are a floor, reached only when accuracy allows.
+    """
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 0:
+        raise ValueError(f"rounds must be an integer >= 0, got {rounds!r}.")
+    if not 0 < keep < 1:
+        raise ValueError(f"keep must be a fraction in (0, 1), got {keep!r}.")
+    for name, s in planned.items():
+        _check_fraction(s, f"planned sparsity of {name!r}")
+    return [{name: 1.0 - (1.0 - s) * keep ** e if s > 0 else 0.0 for name, s in planned.items()}
+            for e in range(1, rounds + 1)]
+
+
 class _ZeroPrunedInPlace(torch.autograd.Function):
     """Forward: zero the pruned entries of ``original`` in place and return it (as a view).
 

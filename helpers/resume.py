@@ -26,13 +26,16 @@ STAGE_SETTINGS = {
                  "warmup_epochs", "world_size", "precision", "trained"),
     "scan": ("sensitivity_sparsities", "eval_batches"),
     "plan": ("sensitivity_tolerance", "target_kept", "budget_allocation"),
-    "pruned": ("prune_rounds", "retrain_epochs", "retrain_lr_factor"),
-    "dense_control": ("prune_rounds", "retrain_epochs", "retrain_lr_factor"),
-    "quantized": ("conv_bits", "fc_bits", "quant_epochs", "quant_lr_factor"),
+    "pruned": ("prune_rounds", "retrain_epochs", "retrain_lr_factor", "extra_rounds", "extra_keep", "stop_tolerance"),
+    "dense_control": ("prune_rounds", "retrain_epochs", "retrain_lr_factor", "extra_rounds"),
+    "quantized": ("conv_bits", "fc_bits", "quant_epochs", "quant_lr_factor", "bit_allocation", "bits_tolerance",
+                  "min_bits"),
     "int8": (),
     "compressed": (),
 }
-SETTING_DEFAULTS = {"trained": False, "world_size": 1, "precision": "auto"}
+# a setting added after a run folder was made counts as this value there (so such folders still resume)
+SETTING_DEFAULTS = {"trained": False, "world_size": 1, "precision": "auto", "extra_rounds": 0, "extra_keep": 0.8,
+                    "stop_tolerance": 0.0, "bit_allocation": "fixed", "bits_tolerance": 0.005, "min_bits": 2}
 # stages cheap enough to redo: a record with other settings is overwritten, not refused
 RECOMPUTED = {"plan", "int8", "compressed"}
 UPSTREAM = {"baseline": None, "scan": "baseline", "plan": "scan", "pruned": "plan", "quantized": "pruned",
@@ -104,6 +107,7 @@ def begin(stage: str, settings: dict, model: nn.Module, out_dir: Path) -> dict:
     record_path = out_dir / f"{stage}.settings.json"
     if record_path.exists() and stage not in RECOMPUTED:
         found = json.loads(record_path.read_text())
+        found = {**{k: _plain_json(SETTING_DEFAULTS[k]) for k in wanted if k in SETTING_DEFAULTS}, **found}
         if found != wanted:
             diff = [f"{k}={found.get(k)!r} there, {wanted.get(k)!r} now" for k in sorted(set(found) | set(wanted))
                     if found.get(k) != wanted.get(k)]

@@ -81,6 +81,7 @@ def rules() -> dict:
     """Field -> (predicate, what is allowed). Every key ``Profile.for_model`` returns has one."""
     from .sensitivity import ALLOCATIONS
     from .training import PRECISIONS
+    from .bit_allocation import BIT_ALLOCATIONS
 
     return {
         "image_size": integer(1, 4096),
@@ -103,6 +104,12 @@ def rules() -> dict:
         "dense_control": BOOLEAN,
         "retrain_epochs": integer(1),
         "retrain_lr_factor": number(0, None, low_open=True),
+        "extra_rounds": integer(0),
+        "extra_keep": number(0, 1, low_open=True, high_open=True),
+        "stop_tolerance": number(0, 1, high_open=True),
+        "bit_allocation": one_of(BIT_ALLOCATIONS),
+        "bits_tolerance": number(0, 1, high_open=True),
+        "min_bits": integer(1, 16),
         "conv_bits": integer(1, 16),
         "fc_bits": integer(1, 16),
         "quant_epochs": integer(1),

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import data, load_compressed, models, pipeline, quantization
+from helpers import bit_allocation, data, load_compressed, models, pipeline, quantization
 
 REPO = Path(__file__).resolve().parent.parent
 CLASSES = 4
@@ -190,3 +190,82 @@ def test_dense_control_trains_the_baseline_as_long_with_nothing_pruned(loaders, 
         pipeline.dense_control(models.create("lenet5", CLASSES, 3, 32), train, val,
                                pipeline.settings_for("ci", "lenet5", epochs=1, prune_rounds=2, retrain_epochs=2),
                                tmp_path, device=cpu)
+
+
+def _pruned_until_plan(loaders, out, **overrides):
+    train, val, test = loaders
+    settings = pipeline.settings_for("ci", "lenet5", epochs=1, prune_rounds=2, retrain_epochs=1, **overrides)
+    cpu = torch.device("cpu")
+    pipeline.train_baseline(models.create("lenet5", CLASSES, 3, 32), train, val, settings, out, device=cpu)
+    pipeline.plan_pruning(models.create("lenet5", CLASSES, 3, 32), val, settings, out, device=cpu)
+    return settings
+
+
+def test_extra_rounds_prune_past_the_plan_while_validation_allows(loaders, tmp_path):
+    train, val, test = loaders
+    settings = _pruned_until_plan(loaders, tmp_path, extra_rounds=2, extra_keep=0.5, stop_tolerance=0.99)
+    model = models.create("lenet5", CLASSES, 3, 32)
+    record = pipeline.prune_and_retrain(model, train, val, settings, tmp_path, test_loader=test,
+                                        device=torch.device("cpu"))
+    kept = [r["kept"] for r in record["rounds"]]
+    assert len(kept) == 4 and [r.get("accepted") for r in record["rounds"][2:]] == [True, True]
+    assert kept[3] == pytest.approx(kept[1] * 0.25, rel=0.05), "each extra round halves the pruned layers"
+    assert record["kept_fraction"] == pytest.approx(kept[3])
+
+
+def test_a_round_that_validation_does_not_allow_is_undone_and_ends_pruning(loaders, tmp_path, monkeypatch):
+    train, val, test = loaders
+    settings = _pruned_until_plan(loaders, tmp_path, extra_rounds=3, extra_keep=0.5, stop_tolerance=0.0)
+    real_round = pipeline._one_round
+    scripted = {1: 1.0, 2: 1.0, 3: 1.0, 4: -1.0}  # validation after retraining, per round (never: -1)
+
+    def round_with_scripted_validation(model, r, *args, **kwargs):
+        return {**real_round(model, r, *args, **kwargs), "after_retraining": scripted[r]}
+
+    monkeypatch.setattr(pipeline, "_one_round", round_with_scripted_validation)
+    model = models.create("lenet5", CLASSES, 3, 32)
+    record = pipeline.prune_and_retrain(model, train, val, settings, tmp_path, test_loader=test,
+                                        device=torch.device("cpu"))
+    assert [r.get("accepted") for r in record["rounds"]] == [None, None, True, False], "round 5 never ran"
+    round3 = models.create("lenet5", CLASSES, 3, 32)
+    from helpers import pruning
+    pruning.load_pruned_state_dict(round3, torch.load(tmp_path / "pruned_round3.pt", weights_only=True))
+    assert record["kept_fraction"] == pytest.approx(pruning.total_kept_fraction(round3))
+    assert record["kept_fraction"] > record["rounds"][3]["kept"], "the rejected round's pruning is undone"
+    saved = torch.load(tmp_path / "pruned.pt", weights_only=True)
+    assert all(torch.equal(saved[k], v) for k, v in round3.state_dict().items())
+
+
+def test_greedy_bit_allocation_narrows_layers_and_the_file_keeps_the_widths(loaders, tmp_path):
+    train, val, test = loaders
+    settings = _pruned_until_plan(loaders, tmp_path, bit_allocation="greedy", bits_tolerance=0.5, min_bits=3)
+    cpu = torch.device("cpu")
+    pipeline.prune_and_retrain(models.create("lenet5", CLASSES, 3, 32), train, val, settings, tmp_path, device=cpu)
+    model = models.create("lenet5", CLASSES, 3, 32)
+    record = pipeline.quantize(model, train, val, settings, tmp_path, test_loader=test, device=cpu)
+    widths = record["bits"]
+    assert record["bit_trials"][0]["layer"] is None and len(record["bit_trials"]) > 1
+    assert all(3 <= widths[n] <= (8 if n.startswith("features") else 5) for n in widths)
+    fixed = bit_allocation.default_bits(models.create("lenet5", CLASSES, 3, 32), 8, 5)
+    assert set(widths) == set(fixed) and widths != fixed, "half the accuracy allowed and nothing narrowed"
+    pipeline.encode(model, settings, tmp_path, test_loader=test, device=cpu)
+    distinct = quantization.distinct_values(load_compressed(tmp_path / "lenet5.dcz"))
+    assert all(distinct[n] <= 2 ** widths[n] for n in widths)
+
+
+def test_a_folder_recorded_before_a_setting_existed_resumes_when_that_setting_is_at_its_default(loaders, tmp_path):
+    train, val, test = loaders
+    settings = _pruned_until_plan(loaders, tmp_path)
+    cpu = torch.device("cpu")
+    first = pipeline.prune_and_retrain(models.create("lenet5", CLASSES, 3, 32), train, val, settings, tmp_path,
+                                       device=cpu)
+    record_path = tmp_path / "pruned.settings.json"
+    older = {k: v for k, v in json.loads(record_path.read_text()).items()
+             if k not in ("extra_rounds", "extra_keep", "stop_tolerance")}
+    record_path.write_text(json.dumps(older))
+    again = pipeline.prune_and_retrain(models.create("lenet5", CLASSES, 3, 32), train, val, settings, tmp_path,
+                                       device=cpu)
+    assert again == first
+    with pytest.raises(pipeline.StaleRunError, match="extra_rounds=0 there, 2 now"):
+        pipeline.prune_and_retrain(models.create("lenet5", CLASSES, 3, 32), train, val,
+                                   {**settings, "extra_rounds": 2}, tmp_path, device=cpu)

@@ -489,3 +489,18 @@ def test_allocate_budget_dispatches_by_name_and_rejects_unknown_names():
     assert sensitivity.kept_share({"fc": 0.9, "conv": 0.5}, sizes) == pytest.approx(105 / 1010)
     with pytest.raises(ValueError, match="budget_allocation 'greedy' is unknown; choose one of tolerance"):
         sensitivity.allocate_budget("greedy", scan, 0.90, sizes, 0.0, 0.5)
+
+
+def test_further_schedule_keeps_a_share_of_the_survivors_each_round():
+    rounds = pruning.further_schedule({"fc1": 0.9, "fc2": 0.5, "conv1": 0.0}, keep=0.5, rounds=3)
+    assert [r["fc1"] for r in rounds] == pytest.approx([0.95, 0.975, 0.9875])
+    assert [r["fc2"] for r in rounds] == pytest.approx([0.75, 0.875, 0.9375])
+    assert [r["conv1"] for r in rounds] == [0.0] * 3, "a layer the plan keeps whole stays whole"
+    assert pruning.further_schedule({"fc1": 0.9}, keep=0.5, rounds=0) == []
+    for bad in (0.0, 1.0, 1.5):
+        with pytest.raises(ValueError, match="keep must be a fraction"):
+            pruning.further_schedule({"fc1": 0.9}, keep=bad, rounds=2)
+    with pytest.raises(ValueError, match="rounds must be an integer"):
+        pruning.further_schedule({"fc1": 0.9}, keep=0.5, rounds=-1)
+    with pytest.raises(ValueError, match="planned sparsity"):
+        pruning.further_schedule({"fc1": 1.2}, keep=0.5, rounds=1)

@@ -1,0 +1,65 @@
+"""helpers.bit_allocation: the greedy per-layer widths, against an evaluator with known answers."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from helpers import bit_allocation, quantization
+
+
+def _net():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 4))
+    with torch.no_grad():  # different survivor counts: 2048, 512 and 64 weights
+        net[0].weight[:, :8] = 0  # 1,792 survivors
+    return net
+
+
+def _widths(model):
+    """Each layer's width as the clustering left it: log2 of its codebook's size."""
+    return {name: int(math.log2(q.codebook.numel())) for name, q in quantization.export_quantized(model).items()}
+
+
+def _evaluator(needed, calls=None):
+    """Accuracy 0.9 minus 1 point per bit any layer is below what it needs (a known answer)."""
+    def evaluate(model):
+        widths = _widths(model)
+        if calls is not None:
+            calls.append(widths)
+        return 0.9 - 0.01 * sum(max(0, needed[n] - widths[n]) for n in needed)
+    return evaluate
+
+
+def test_each_layer_narrows_to_what_it_needs_and_no_further():
+    net = _net()
+    needed = {"0": 3, "2": 4, "4": 6}
+    start = bit_allocation.default_bits(net, conv_bits=8, fc_bits=5)
+    assert start == {"0": 5, "2": 5, "4": 5}
+    bits, trials = bit_allocation.allocate_bits(net, _evaluator(needed), start, tolerance=0.005, min_bits=2)
+    assert bits == {"0": 3, "2": 4, "4": 5}, "layer 4 needs 6 bits: it stays at the start's 5"
+    assert trials[0]["layer"] is None and trials[0]["accuracy"] == pytest.approx(0.89)
+    tried = [t["layer"] for t in trials[1:]]
+    assert tried == ["0", "0", "0", "2", "2", "4"], "largest layer first, each until a trial fails"
+    assert [t["kept"] for t in trials[1:]] == [True, True, False, True, False, False]
+    assert not any(isinstance(m, quantization.SharedWeight) for m in net.modules()), "the model is untouched"
+
+
+def test_a_looser_tolerance_trades_accuracy_for_bits_and_min_bits_is_a_floor():
+    net = _net()
+    needed = {"0": 4, "2": 4, "4": 4}
+    start = {"0": 5, "2": 5, "4": 5}
+    bits, _ = bit_allocation.allocate_bits(net, _evaluator(needed), start, tolerance=0.015, min_bits=3)
+    assert bits == {"0": 3, "2": 4, "4": 4}, "layer 0 spends one point of the 1.5 allowed; a second is too many"
+    bits, trials = bit_allocation.allocate_bits(net, _evaluator({"0": 1, "2": 1, "4": 1}), start, 0.0, min_bits=3)
+    assert bits == {"0": 3, "2": 3, "4": 3} and len(trials) == 1 + 6
+
+
+def test_bits_saved_and_bad_input():
+    assert bit_allocation.bits_saved({"a": 5, "b": 8}, {"a": 3, "b": 8}, {"a": 100, "b": 7}) == 200
+    net = _net()
+    with pytest.raises(ValueError, match="tolerance"):
+        bit_allocation.allocate_bits(net, _evaluator({}), {"0": 5}, tolerance=1.5)
+    with pytest.raises(ValueError, match="min_bits"):
+        bit_allocation.allocate_bits(net, _evaluator({}), {"0": 5}, tolerance=0.0, min_bits=0)
