@@ -3,7 +3,7 @@
 Sparse layout (paper Fig. 2). A layer's surviving weights, in flattened C order, are stored as two
 streams, each entropy-coded on its own (``helpers.streams``): with a canonical Huffman code
 (``helpers.huffman``, the paper's choice) or with rANS and previous-symbol contexts
-(``helpers.rans``), whichever is smaller, tables included (format version 3):
+(``helpers.rans``), whichever is smaller, tables included (format version 4):
 
 * gap stream: for each survivor, ``position - previous position - 1`` (the first counts from -1),
   an integer in [0, M - 1] with M = 2**gap_bits - 1 (default gap_bits: 8 for conv, 5 for fc).
@@ -31,7 +31,7 @@ it wins nearly every large stream (see ``benchmarks/bench_fileformat.py`` for th
 File layout (all integers little-endian)::
 
     0   8 B  magic  b"\\x89DCZ\\r\\n\\x1a\\n"  (PNG-style: detects text-mode mangling)
-    8   2 B  format version (3);  10  2 B  reserved, 0;  12  4 B  H = header length
+    8   2 B  format version (4);  10  2 B  reserved, 0;  12  4 B  H = header length
     16  H B  header: a zlib stream (level 9) of compact UTF-8 JSON: create_args, metadata
              (class_names, image_size, mean, std, ...), sync_interval (Huffman), lane_symbols
              (rANS), data_bytes, per layer its name, shape, bits, gap_bits, survivors and
@@ -40,15 +40,18 @@ File layout (all integers little-endian)::
              one (a zlib bomb) is refused without inflating the rest.
     16+H     4 B  CRC32 of bytes [0, 16 + H)
     20+H     data region: sections back to back; every section is {offset (from the data region's
-             start), length, crc32}. Per layer: codebook (float32, used entries), and per stream:
+             start), length} (versions 1-3 add a crc32 each: redundant with the file's CRC32,
+             and ~200 B of a LeNet-5 header). Per layer: codebook (float32, used entries), and per stream:
              code lengths (``huffman.pack_lengths``: 4 bits per symbol up to the last used one,
              or 8 bits when a code is 16 bits long; the stream's ``length_bits`` says which),
              sync table (uint16 lane lengths), bits (LSB-first); or for a rANS stream: model
              (``rans.pack_model``), lane table (uint16 words per lane), words (uint16).
-             Raw tensors (biases, ...) in their dtype from an allowlist.
+             Raw tensors (biases, ...) in their dtype from an allowlist; a float32 tensor that is
+             exactly int8 x 2**e (biases rounded by ``helpers.compact``) as int8 plus ``e``.
     end-8    b"DCZE" + CRC32 of everything before it.
 
-Version 2 (read, never written) is version 3 with Huffman streams only (no ``coder`` and
+Version 3 (read, never written) is version 4 with a crc32 in every section and raw tensors in
+their own dtype only. Version 2 (read, never written) is version 3 with Huffman streams only (no ``coder`` and
 ``lane_symbols`` keys). Version 1 (read, never written) differs from 2 only in that its header is
 plain JSON and its code-length tables are one byte per symbol (and its codebooks may hold unused
 entries). The JSON of a LeNet-5
@@ -76,8 +79,8 @@ from . import streams as coding
 
 MAGIC = b"\x89DCZ\r\n\x1a\n"
 TRAILER = b"DCZE"
-VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)
+VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)
 EXTENSION = ".dcz"
 MAX_HEADER_BYTES = 64 << 20  # the header, compressed and inflated
 MAX_ELEMENTS = 1 << 28  # dense weights the plain reader may rebuild; VGG16 has 1.4e8 parameters
@@ -216,11 +219,11 @@ def encode_file(create_args, layers, other_tensors=None, metadata=None, *, gap_b
         raise ValueError(f"codebook_dtype must be one of {CODEBOOK_DTYPES}, got {codebook_dtype!r}")
     sections, size = [], 0
 
-    def add(data: bytes) -> dict:
+    def add(data: bytes) -> dict:  # no CRC per section (version 4): the file's CRC32 covers them
         nonlocal size
         sections.append(data)
         size += len(data)
-        return {"offset": size - len(data), "length": len(data), "crc32": zlib.crc32(data)}
+        return {"offset": size - len(data), "length": len(data)}
 
     out_layers, jobs = [], []
     for name, q in layers.items():
@@ -243,8 +246,12 @@ def encode_file(create_args, layers, other_tensors=None, metadata=None, *, gap_b
         if dtype not in DTYPES:
             raise ValueError(f"tensor {name}: dtype {t.dtype} is not storable; use one of "
                              f"{', '.join(DTYPES)}")
-        arr = (t.view(torch.int16) if t.dtype == torch.bfloat16 else t).numpy().astype(DTYPES[dtype][1])
-        out_tensors.append({"name": name, "dtype": dtype, "shape": list(t.shape), **add(arr.tobytes())})
+        exponent = int8_exponent(t.numpy()) if t.dtype == torch.float32 else None
+        if exponent is not None:  # exactly int8 x 2**exponent (e.g. rounded biases): 1 byte a value
+            arr, extra = np.ldexp(t.numpy(), -exponent).astype("i1"), {"int8_exponent": exponent}
+        else:
+            arr, extra = (t.view(torch.int16) if t.dtype == torch.bfloat16 else t).numpy().astype(DTYPES[dtype][1]), {}
+        out_tensors.append({"name": name, "dtype": dtype, "shape": list(t.shape), **extra, **add(arr.tobytes())})
     header = {"format": "deep-compression", "version": VERSION, "create_args": dict(create_args or {}),
               "metadata": dict(metadata or {}), "sync_interval": sync_interval,
               "lane_symbols": lane_symbols, "data_bytes": size,
@@ -257,6 +264,27 @@ def encode_file(create_args, layers, other_tensors=None, metadata=None, *, gap_b
     head = MAGIC + struct.pack("<HHI", VERSION, 0, len(hzip)) + hzip
     body = b"".join([head, struct.pack("<I", zlib.crc32(head)), *sections, TRAILER])
     return body + struct.pack("<I", zlib.crc32(body))
+
+
+def int8_exponent(values: np.ndarray) -> int | None:
+    """``e`` such that ``values == q * 2**e`` exactly for int8 ``q`` in [-127, 127], or None.
+
+    The smallest such ``e`` is the only one to try: values on a coarser power-of-two grid are also
+    on every finer one. A power of two, not a free float scale, so that the product is exact in
+    float32 both ways and the stored form needs nothing but ``e``.
+    """
+    values = np.asarray(values, dtype=np.float32)
+    if values.size == 0 or not np.isfinite(values).all():
+        return None
+    peak = float(np.abs(values).max())
+    if peak == 0.0:
+        return 0
+    mantissa, exponent = math.frexp(peak / 127.0)  # peak / 127 = mantissa * 2**exponent, mantissa in [0.5, 1)
+    exponent -= mantissa == 0.5
+    if not -149 - 7 <= exponent <= 127:
+        return None
+    scaled = np.ldexp(values, -exponent)
+    return exponent if np.array_equal(scaled, np.round(scaled)) and np.abs(scaled).max() <= 127 else None
 
 
 def _codebook_entry(codebook: np.ndarray, dtype: str, add) -> dict:
@@ -308,14 +336,15 @@ def _int(d, key, lo, hi, where):
     return v
 
 
-def _section(d, key, where, buf, start, data_bytes, used, length=None):
+def _section(d, key, where, buf, start, data_bytes, used, length=None, crc_required=True):
     s = d.get(key) if isinstance(d, dict) else None
     _need(isinstance(s, dict), f"{where}: section '{key}' missing")
     off, n = _int(s, "offset", 0, data_bytes, where), _int(s, "length", 0, data_bytes, where)
     _need(off + n <= data_bytes, f"{where}: section '{key}' lies outside the file")
     _need(length is None or n == length, f"{where}: section '{key}' has {n} bytes, expected {length}")
     data = buf[start + off:start + off + n]
-    _need(zlib.crc32(data) == _int(s, "crc32", 0, 2**32 - 1, where),
+    # versions 1-3 keep a CRC32 per section; version 4 only the file's (checked before any section)
+    _need((not crc_required and "crc32" not in s) or zlib.crc32(data) == _int(s, "crc32", 0, 2**32 - 1, where),
           f"{where}: section '{key}' fails its CRC32")
     used.append((off, n))
     return data, start + off
@@ -399,7 +428,7 @@ def _parse(buf, max_elements) -> Parsed:
     layer_list, tensor_list = header.get("layers"), header.get("tensors")
     _need(isinstance(layer_list, list) and isinstance(tensor_list, list),
           "header: 'layers' or 'tensors' missing")
-    used, specs, metas, total = [], [], [], 0
+    used, specs, metas, total, crc_required = [], [], [], 0, version < 4
     for i, d in enumerate(layer_list):
         where = f"layer {i}"
         _need(isinstance(d, dict) and isinstance(d.get("name"), str), f"{where}: no name")
@@ -413,7 +442,7 @@ def _parse(buf, max_elements) -> Parsed:
               f"{where}: more than {max_elements} weights in all (raise max_elements)")
         bits, g = _int(d, "bits", 1, 16, where), _int(d, "gap_bits", 1, 16, where)
         n = _int(d, "survivors", 0, numel, where)
-        cb, _ = _section(d, "codebook", where, buf, start, data_bytes, used)
+        cb, _ = _section(d, "codebook", where, buf, start, data_bytes, used, crc_required=crc_required)
         half = version >= 3 and "codebook_dtype" in d
         _need(not half or d["codebook_dtype"] == "float16", f"{where}: bad codebook_dtype")
         width = 2 if half else 4
@@ -424,7 +453,8 @@ def _parse(buf, max_elements) -> Parsed:
         for key, alphabet, count_range in (("index", k, (n, n)), ("gap", 1 << g, (n, numel))):
             specs.append(coding.read_stream(
                 d.get(key), f"{where} {key} stream", alphabet, count_range, version,
-                lambda e, key, w, length=None: _section(e, key, w, buf, start, data_bytes, used, length),
+                lambda e, key, w, length=None: _section(e, key, w, buf, start, data_bytes, used, length,
+                                                        crc_required),
                 _need, data_bytes, sync, lane_symbols))
         metas.append((d["name"], tuple(shape), bits, g, n, codebook))
     tensors = {}
@@ -436,9 +466,16 @@ def _parse(buf, max_elements) -> Parsed:
         _need(isinstance(shape, list) and len(shape) <= 8 and all(type(x) is int and 0 <= x <= size
                                                                    for x in shape), f"{where}: bad shape")
         tdtype, ndtype = DTYPES[d["dtype"]]
+        exponent = None
+        if "int8_exponent" in d:  # version 4: a float32 tensor stored as int8 x 2**exponent
+            _need(version >= 4 and d["dtype"] == "float32", f"{where}: int8 storage of a {d['dtype']} tensor")
+            exponent = _int(d, "int8_exponent", -156, 127, where)
         raw, _ = _section({"s": d}, "s", where, buf, start, data_bytes, used,
-                          math.prod(shape) * np.dtype(ndtype).itemsize)
-        arr = np.frombuffer(raw, dtype=ndtype).astype(np.dtype(ndtype).newbyteorder("="))
+                          math.prod(shape) * (1 if exponent is not None else np.dtype(ndtype).itemsize), crc_required)
+        if exponent is not None:
+            arr = np.ldexp(np.frombuffer(raw, dtype="i1").astype(np.float32), exponent).astype(np.float32)
+        else:
+            arr = np.frombuffer(raw, dtype=ndtype).astype(np.dtype(ndtype).newbyteorder("="))
         _need(tdtype != torch.bool or not arr.size or arr.max() <= 1,
               f"{where}: bool tensor holds other values")
         t = torch.from_numpy(arr.astype(bool) if tdtype == torch.bool else arr)

@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import bit_allocation, config, data, models, progress, pruning, quantization, reporting, sensitivity, training
+from . import bit_allocation, compact, config, data, models, progress, pruning, quantization, reporting, sensitivity, training
 from .resume import (SETTING_DEFAULTS, MissingStageError, StaleRunError, begin,  # noqa: F401
                      dense_parameter_bytes, finished, require)
 from .io import atomic_torch_save
@@ -274,7 +274,9 @@ def bits_sweep(model, loader, device, bit_grid=(1, 2, 3, 4, 5, 6, 8)) -> dict:
 
 def quantize(model, train_loader, val_loader, settings, out_dir, *, test_loader=None, device=None,
              sweep: bool = False) -> dict:
-    """k-means weight sharing (conv_bits / fc_bits) and centroid fine-tuning (notebook 05).
+    """k-means weight sharing, centroid fine-tuning, then float16 codebooks and int8 biases where
+    validation allows (``compact_storage``, ``helpers.compact``) (notebook 05). Each layer's bits:
+    conv_bits / fc_bits, or narrowed per layer (``bit_allocation="greedy"``, ``_allocate_bits``).
 
     ``sweep``: first measure accuracy against bits (``bits_sweep``) on the scan's validation slice.
     """
@@ -301,7 +303,10 @@ def quantize(model, train_loader, val_loader, settings, out_dir, *, test_loader=
                    lr=settings["lr"] * settings["quant_lr_factor"], weight_decay=0.0,
                    checkpoint=out_dir / "quantized_checkpoint.pt", seed_offset=100)
     after = training.evaluate(model, val_loader, device)["top1"]
+    rounded = compact.compact(model, lambda m: training.evaluate(m, val_loader, device)["top1"]) \
+        if settings["compact_storage"] else {}
     record = {**_test(model, test_loader, device), "bits": {n: q.bits for n, q in initial.items()},
+              "compact_storage": rounded,
               "before_finetune_test_accuracy": before_test, "val_before_finetune": before,
               "val_after_finetune": after, "cluster_s": cluster_s, "history": history, "settings": recorded,
               "bit_allocation": settings["bit_allocation"], "bit_trials": trials,

@@ -108,6 +108,7 @@ def rules() -> dict:
         "extra_keep": number(0, 1, low_open=True, high_open=True),
         "stop_tolerance": number(0, 1, high_open=True),
         "bit_allocation": one_of(BIT_ALLOCATIONS),
+        "compact_storage": BOOLEAN,
         "bits_tolerance": number(0, 1, high_open=True),
         "min_bits": integer(1, 16),
         "conv_bits": integer(1, 16),

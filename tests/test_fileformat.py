@@ -590,7 +590,7 @@ def test_header_is_compact_deflated_json(small_file):
     blob = small_file[3]
     version, _, hlen = struct.unpack("<HHI", blob[8:16])
     text = zlib.decompress(blob[16:16 + hlen])
-    assert version == F.VERSION == 3 and hlen < len(text) / 2
+    assert version == F.VERSION == 4 and hlen < len(text) / 2
     assert text == json.dumps(json.loads(text), separators=(",", ":")).encode()  # no spaces
 
 
@@ -687,7 +687,7 @@ def v1_file_without_nan():
     return blob, frame(json.dumps(header, separators=(",", ":")).encode(), data, version=1)
 
 
-def test_version_1_files_still_read_and_rewrite_as_version_3(tmp_path):
+def test_version_1_files_still_read_and_rewrite_as_the_current_version(tmp_path):
     original, blob = v1_file_without_nan()
     with pytest.raises(CompressedFileError, match="NaN"):
         F.parse(original)
@@ -704,13 +704,13 @@ def test_version_1_files_still_read_and_rewrite_as_version_3(tmp_path):
     assert torch.equal(got.other_tensors["fc.bias"], torch.tensor([0.125, -2.0, 7.0, 1e-3]))
     again = tmp_path / "v3.dcz"
     F.save_compressed(again, got.create_args, got.layers, got.other_tensors, got.metadata, gap_bits=3)
-    assert struct.unpack("<H", again.read_bytes()[8:10])[0] == 3
+    assert struct.unpack("<H", again.read_bytes()[8:10])[0] == F.VERSION
     assert again.stat().st_size < len(blob)
     new = F.read_compressed(again)
     assert_same_layers(q, new.layers["fc"])
     assert new.layers["fc"].codebook.numel() == 6  # 0.0 and -0.0 (entries 2 and 7) were unused
-    with pytest.raises(CompressedFileError, match="version 4"):
-        F.parse(blob[:8] + struct.pack("<H", 4) + blob[10:])
+    with pytest.raises(CompressedFileError, match="version 5"):
+        F.parse(blob[:8] + struct.pack("<H", 5) + blob[10:])
 
 
 # A version-2 file (compressed JSON header, Huffman streams only), written by the version-2 writer
@@ -753,9 +753,93 @@ def test_version_2_files_still_read(tmp_path):
     header = F.parse(blob).header
     assert header["layers"][0]["gap_bits"] == 2 and "coder" not in header["layers"][0]["gap"]
     again = F.encode_file(got.create_args, got.layers, got.other_tensors, got.metadata, gap_bits={"fc": 2})
-    assert struct.unpack("<H", again[8:10])[0] == 3
+    assert struct.unpack("<H", again[8:10])[0] == F.VERSION
     for name, q in v2_layers().items():
         assert_same_layers(q, F.parse(again).layers[name].to_quantized())
+
+
+# A version-3 file (a CRC32 in every section, raw tensors in their own dtype), written by the
+# version-3 writer (git 6b1ae9d) with coders=("rans",): rANS streams and a float16 codebook.
+V3_FILE = (
+    "iURDWg0KGgoDAAAA2gEAAHjajZTbjpswEIbfxddu5bGND7zKKkIGnCzaYEfgjRatePeO05ZDS7sRN2Dm8M0/P3yScxx6l0hJWu9v35rY"
+    "3wY/jl0MhJK7Hx53paCkGbxLvnLDZSTlJwmu95j0QWZKep9c65LL52+kfAHKT3g8TqGpupD8cHdXUnImDSVXF3w1Tn0dr1hHMqsoyblV"
+    "PSWPJ1ZADpqwM1Za+pwbxBlf3Q0fXiSjwNiJkrpLGFVQcnG3ankY34d7d4+5ADCR0WPr6xjfMl88n0eP4zLs4sMlvZJSyTxdIzgyKs20"
+    "EJqZeU2r2jTdHhDX6BIoJOlC6z9yuRwz4KvBhZHklPeQfrft8d1121OrtakwS1MorOJWARS/RNvmAMg1iS05bP4p2z9DBfB1KosXA2B2"
+    "nh9a/ZdcHpBLvkGXK4ZmjOvCan5ALpV6lnwXKmHdB3AhkVxiA0Rf3NDEcN/6gXIqqFgMYbaGMDtDCHZsB7WRbqucQkGs4WL+cue58l+6"
+    "GbPxmV3HwoUoJbS1B7oZY5/VbRe6GsoWhULJtPpy3cfQVh+LUXBmWKFBH1Bb9jT1LhTWWBBIra3JNp1xmcmHMf75G/hedy4PsPsmMXt1"
+    "Q/bB0grs4ShQFIJJ4MbMp/kHBGyAfCbPKIQAwIC/AL+AvgC+gL0AvYC8ALwAuwC6ALkAuAC2ALQAsAAAADAANAA2ADgAOQA6ADsAPIA8"
+    "AD2APQA+gD4AP4A/AABAvwAAgD4AAMA/DQAgyCKHDvAFRyg3CC8oKCgoECgYLzAwTzBHGBgwKCgoKBg/MBgEACBC8Fpm7AJT2nNCsnFw"
+    "IZaTH/EaudUkpDF/1j2i6RKQ0GxhyzS8P+g8k60WazmNs+n3i1ktAFB4+1DiCh3h/inbcXldHlVLEZdaOrCpjb5djIIKTx1Z12Td11XS"
+    "ecnOcF2bVuAQaJV5BWDaHZwOGmIb3yzqbf7E6JTZ2pRAXFMYIMAhutQlh1asDm6jcmyf8o6JCFJAl8fcix0mfjY+ZKrxpSpPZwRjB0Wg"
+    "1d1dTZKRJXJcy8k9m3/oWsHyf6TwZAXDyl7rkA+S+vbesEbbBggTIZJ+nkwdfV7O4OcpfOi6XwPXKHku0aHspwTr8BPvfZxsDXvIs8AC"
+    "23y6aKR3X8VMeEU5j/BBjBSOmDwbT2A6t45CNiM10CnI76PbLjadYruUJRFOqFm0fIMBp/bamVeEw1DrrfoLACCdBIADsQLmAZoBY1E/"
+    "MyIQEBAODAoIBAQCAAAAAAACAAAAAAACAgBd01C0lM/iBrcenFkndIJcjOFm5JFS/GwZvE1J5kUcAtqPqvWo5FbutWSZ952Uj9qdFwLZ"
+    "5m1ciL6fzseNxaEozsq7sRDXNpm1rOa5KegEb/oAUxG5j2PQxYRP3j84/no01GeUQHcIQVND9dCK+P9z1g0+GslA1Lz0L6V87fygtfmE"
+    "x97P2v/cfH5miRjyg3Ds+EjOSmjL/Rbqv+Yg0UR3WgfHmyxhGLhThw7bR97WkYYZrVEyiAZk2iE5EL50s1aAejIMKXPyHorDqn1eKj8j"
+    "9gxEmS0L2v/t7Nh67qveVmtb4K5yoqsOXUxB4GXjF8mOj3bamWFdfKe6JwPr6684BbSDvvLT4lQZUXUZD3Pk3rekHc8Xcbbp9tK8HUri"
+    "rPdH5CbZ1u3suUWB+tGkyv048H1NPyKc1ZRow0eTZ3veyLaeT0yh8htH52S+ZJ1ET9kf1yHL55CgNxj9b1NjRTV2sU/PfeuJk8bQRyK7"
+    "aER8MYjnazq967hX+BmcylqpQUweRpd7zFAMiF1NNDtGl2i2XaNT5TyTZbTKkCraDwAD712iRO9dTaDJMd8hMIELAAWqBZoD3gOaA0Ty"
+    "nbWT+OSWXfrFAAAAPgAAAMAAAOBARENaRc/SzU8=")
+
+
+def v3_layers():
+    g = torch.Generator().manual_seed(7)
+    mask = torch.rand(40, 100, generator=g) < 0.25
+    probs = torch.tensor([0.55, 0.2, 0.1] + [0.15 / 29] * 29)
+    idx = torch.multinomial(probs, 4000, replacement=True, generator=g).view(40, 100)
+    conv = QuantizedLayer(torch.tensor([-0.75, 0.25, 1.5]), torch.randint(3, (4, 2, 3, 3), generator=g),
+                          torch.rand(4, 2, 3, 3, generator=g) < 0.5, 8)
+    return {"fc": QuantizedLayer(torch.arange(32) / 8 - 2, idx, mask, 5), "conv": conv}
+
+
+def test_version_3_files_still_read(tmp_path):
+    import base64
+
+    blob = base64.b64decode("".join(V3_FILE))
+    assert struct.unpack("<H", blob[8:10])[0] == 3
+    header = F.parse(blob).header
+    assert [d["index"]["coder"] for d in header["layers"]] == ["rans", "rans"]
+    assert header["layers"][0]["codebook_dtype"] == "float16" and "crc32" in header["layers"][0]["codebook"]
+    path = tmp_path / "v3.dcz"
+    path.write_bytes(blob)
+    got = F.read_compressed(path)
+    for name, q in v3_layers().items():
+        assert_same_layers(q, got.layers[name])
+    assert torch.equal(got.other_tensors["fc.bias"], torch.tensor([0.125, -2.0, 7.0]))
+    damaged = bytearray(blob)
+    damaged[-40] ^= 1  # a section's byte: its own CRC32 (and the file's) no longer match
+    with pytest.raises(CompressedFileError, match="CRC32"):
+        F.parse(bytes(damaged))
+    again = F.encode_file(got.create_args, got.layers, got.other_tensors, got.metadata, coders=("rans",))
+    assert struct.unpack("<H", again[8:10])[0] == F.VERSION and len(again) < len(blob)
+    assert "crc32" not in F.parse(again).header["layers"][0]["codebook"]
+    assert F.parse(again).header["tensors"][0]["int8_exponent"] == -4, "0.125, -2 and 7 are int8 x 2**-4"
+
+
+@pytest.mark.parametrize("values, exponent", [
+    ([0.125, -2.0, 7.0], -4), ([0.0, 0.0], 0), ([127.0, -1.0], 0), ([254.0, 2.0], 1), ([128.0, 1.0], None),
+    ([0.1], None), ([1.0, float("nan")], None), ([], None), ([3.0 * 2.0 ** -140], -145), ([-127 * 2.0 ** 100], 100)])
+def test_int8_exponent_known_answers(values, exponent):
+    assert F.int8_exponent(np.array(values, dtype=np.float32)) == exponent
+
+
+def test_biases_on_an_int8_grid_are_stored_in_a_byte_each_and_read_back_exactly():
+    layers = v3_layers()
+    rounded = torch.tensor([0.5, -0.25, 31.75, 0.0, -31.75])  # int8 x 2**-2
+    plain = torch.tensor([0.1, -0.2, 0.3, 0.0, 1.0])
+    sizes = {}
+    for name, bias in (("rounded", rounded), ("plain", plain)):
+        blob = F.encode_file({}, layers, {"fc.bias": bias})
+        assert torch.equal(F.parse(blob).tensors["fc.bias"].view(torch.int32), bias.view(torch.int32))
+        sizes[name] = F.parse(blob).header["tensors"][0]["length"]
+    assert sizes == {"rounded": 5, "plain": 20}
+    blob = bytearray(F.encode_file({}, layers, {"fc.bias": rounded}))
+    header = F.parse(bytes(blob)).header
+    header["tensors"][0]["dtype"] = "float64"  # int8 storage is for float32 tensors only
+    hz = zlib.compress(json.dumps(header, separators=(",", ":")).encode(), 9)
+    start = 20 + struct.unpack("<I", bytes(blob[12:16]))[0]
+    with pytest.raises(CompressedFileError, match="int8 storage of a float64 tensor"):
+        F.parse(frame(hz, bytes(blob[start:len(blob) - 8])))
 
 
 def test_unused_codebook_entries_are_dropped_and_weights_kept_bit_for_bit(tmp_path):
