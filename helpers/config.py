@@ -66,6 +66,9 @@ class Profile:
     # past the plan: up to extra_rounds more rounds, each keeping extra_keep of every pruned layer's
     # survivors, while validation after retraining stays within stop_tolerance (a fraction) of the
     # baseline's; the first round below it is undone and ends pruning (0 rounds: the plan only)
+    # after the last round, prune the incoming weights of units no later layer reads (lossless,
+    # checked bit for bit on a batch; helpers.dead_units)
+    remove_dead_units: bool = True
     extra_rounds: int = 0
     extra_keep: float = 0.8
     stop_tolerance: float = 0.0
@@ -112,6 +115,7 @@ class Profile:
                 "prune_rounds": self.prune_rounds, "retrain_epochs": pick(self.retrain_epochs),
                 "dense_control": self.dense_control,
                 "retrain_lr_factor": self.retrain_lr_factor, "extra_rounds": self.extra_rounds,
+                "remove_dead_units": self.remove_dead_units,
                 "extra_keep": self.extra_keep, "stop_tolerance": self.stop_tolerance,
                 "conv_bits": self.conv_bits, "fc_bits": self.fc_bits, "bit_allocation": self.bit_allocation,
                 "compact_storage": self.compact_storage,

@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import bit_allocation, compact, config, data, models, progress, pruning, quantization, reporting, sensitivity, training
+from . import bit_allocation, compact, config, data, dead_units, models, progress, pruning, quantization, reporting, sensitivity, training
 from .resume import (SETTING_DEFAULTS, MissingStageError, StaleRunError, begin,  # noqa: F401
                      dense_parameter_bytes, finished, require)
 from .io import atomic_torch_save
@@ -158,7 +158,9 @@ def _cached_scan(model, slice_loader, settings, out_dir, device) -> dict:
 
 
 def prune_and_retrain(model, train_loader, val_loader, settings, out_dir, *, test_loader=None, device=None) -> dict:
-    """Prune toward the plan's targets in rounds, retraining the survivors after each (notebook 04)."""
+    """Prune toward the plan's targets in rounds, retraining the survivors after each, then past the
+    plan while validation allows (``extra_rounds``) and the inputs of units nothing reads
+    (``remove_dead_units``) (notebook 04)."""
     out_dir, device = Path(out_dir), device or training.pick_device()
     plan_path = require(out_dir, "pruning_plan.json", "plan_pruning (notebook 03)")
     _reset(model)
@@ -175,9 +177,12 @@ def prune_and_retrain(model, train_loader, val_loader, settings, out_dir, *, tes
               for r, targets in enumerate(pruning.sparsity_schedule(plan["targets"], settings["prune_rounds"]), 1)]
     rounds += _further_rounds(model, plan["targets"], baseline_val, rounds[-1], train_loader, val_loader, settings,
                               out_dir, device)
+    example = next(iter(val_loader))[0].to(device)
+    dead = dead_units.remove_dead_units(model, example) if settings["remove_dead_units"] else None
     record = {**_test(model, test_loader, device), "kept_fraction": pruning.total_kept_fraction(model),
               "per_layer_kept": pruning.kept_fractions(model), "baseline_val": baseline_val,
-              "rounds": [{k: v for k, v in r.items() if k != "history"} for r in rounds], "settings": recorded}
+              "rounds": [{k: v for k, v in r.items() if k != "history"} for r in rounds], "dead_units": dead,
+              "settings": recorded}
     atomic_torch_save(model.state_dict(), out_dir / "pruned.pt")
     return _save_record(out_dir, "pruned", record, settings)
 

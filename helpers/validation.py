@@ -105,6 +105,7 @@ def rules() -> dict:
         "retrain_epochs": integer(1),
         "retrain_lr_factor": number(0, None, low_open=True),
         "extra_rounds": integer(0),
+        "remove_dead_units": BOOLEAN,
         "extra_keep": number(0, 1, low_open=True, high_open=True),
         "stop_tolerance": number(0, 1, high_open=True),
         "bit_allocation": one_of(BIT_ALLOCATIONS),
