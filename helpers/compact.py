@@ -14,13 +14,12 @@ scale, not a free float one, so that rounding here and reading there agree to th
 
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import torch
 from torch import nn
 
-from . import models, quantization
+from . import fileformat, models, quantization
 
 
 def round_to_int8_grid(values: torch.Tensor) -> torch.Tensor:
@@ -29,8 +28,7 @@ def round_to_int8_grid(values: torch.Tensor) -> torch.Tensor:
     peak = float(values.detach().abs().max()) if values.numel() else 0.0
     if peak == 0.0 or not torch.isfinite(values).all():
         return values.detach().clone()
-    mantissa, exponent = math.frexp(peak / 127.0)
-    exponent -= mantissa == 0.5
+    exponent = fileformat.finest_int8_exponent(peak)
     scaled = torch.ldexp(values.detach().float(), torch.tensor(-exponent, dtype=torch.float32))
     return torch.ldexp(scaled.round().clamp(-127, 127), torch.tensor(exponent, dtype=torch.float32)).to(values.dtype)
 

@@ -266,6 +266,12 @@ def encode_file(create_args, layers, other_tensors=None, metadata=None, *, gap_b
     return body + struct.pack("<I", zlib.crc32(body))
 
 
+def finest_int8_exponent(peak: float) -> int:
+    """The smallest ``e`` with ``peak / 2**e <= 127`` (``peak`` > 0)."""
+    mantissa, exponent = math.frexp(peak / 127.0)  # peak / 127 = mantissa * 2**exponent, mantissa in [0.5, 1)
+    return exponent - (mantissa == 0.5)
+
+
 def int8_exponent(values: np.ndarray) -> int | None:
     """``e`` such that ``values == q * 2**e`` exactly for int8 ``q`` in [-127, 127], or None.
 
@@ -279,8 +285,7 @@ def int8_exponent(values: np.ndarray) -> int | None:
     peak = float(np.abs(values).max())
     if peak == 0.0:
         return 0
-    mantissa, exponent = math.frexp(peak / 127.0)  # peak / 127 = mantissa * 2**exponent, mantissa in [0.5, 1)
-    exponent -= mantissa == 0.5
+    exponent = finest_int8_exponent(peak)
     if not -149 - 7 <= exponent <= 127:
         return None
     scaled = np.ldexp(values, -exponent)
