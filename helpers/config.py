@@ -72,6 +72,8 @@ class Profile:
     extra_rounds: int = 0
     extra_keep: float = 0.8
     stop_tolerance: float = 0.0
+    # and, when set, validation loss at most (1 + this) x the baseline's: loss moves before accuracy
+    stop_loss_tolerance: float | None = None
     # trained quantization (notebook 05)
     conv_bits: int = 8
     fc_bits: int = 5
@@ -117,6 +119,7 @@ class Profile:
                 "retrain_lr_factor": self.retrain_lr_factor, "extra_rounds": self.extra_rounds,
                 "remove_dead_units": self.remove_dead_units,
                 "extra_keep": self.extra_keep, "stop_tolerance": self.stop_tolerance,
+                "stop_loss_tolerance": self.stop_loss_tolerance,
                 "conv_bits": self.conv_bits, "fc_bits": self.fc_bits, "bit_allocation": self.bit_allocation,
                 "compact_storage": self.compact_storage,
                 "bits_tolerance": self.bits_tolerance, "min_bits": self.min_bits, "quant_epochs": pick(self.quant_epochs),

@@ -172,42 +172,51 @@ def prune_and_retrain(model, train_loader, val_loader, settings, out_dir, *, tes
     plan = json.loads(plan_path.read_text())
     training.load_checkpoint_weights(require(out_dir, "baseline.pt", "train_baseline (notebook 02)"), model)
     model.to(device)
-    baseline_val = training.evaluate(model, val_loader, device)["top1"]
+    baseline = training.evaluate(model, val_loader, device)
+    baseline_val = baseline["top1"]
     rounds = [_one_round(model, r, targets, train_loader, val_loader, settings, out_dir, device)
               for r, targets in enumerate(pruning.sparsity_schedule(plan["targets"], settings["prune_rounds"]), 1)]
-    rounds += _further_rounds(model, plan["targets"], baseline_val, rounds[-1], train_loader, val_loader, settings,
+    rounds += _further_rounds(model, plan["targets"], baseline, rounds[-1], train_loader, val_loader, settings,
                               out_dir, device)
     example = next(iter(val_loader))[0].to(device)
     dead = dead_units.remove_dead_units(model, example) if settings["remove_dead_units"] else None
     record = {**_test(model, test_loader, device), "kept_fraction": pruning.total_kept_fraction(model),
-              "per_layer_kept": pruning.kept_fractions(model), "baseline_val": baseline_val,
+              "per_layer_kept": pruning.kept_fractions(model), "baseline_val": baseline_val, "baseline_val_loss": baseline["loss"],
               "rounds": [{k: v for k, v in r.items() if k != "history"} for r in rounds], "dead_units": dead,
               "settings": recorded}
     atomic_torch_save(model.state_dict(), out_dir / "pruned.pt")
     return _save_record(out_dir, "pruned", record, settings)
 
 
-def _further_rounds(model, planned, baseline_val, last_planned, train_loader, val_loader, settings, out_dir,
+def _round_allowed(record: dict, baseline: dict, settings: dict) -> bool:
+    """Validation accuracy after the round's retraining within ``stop_tolerance`` of the baseline's
+    and, with ``stop_loss_tolerance`` set, validation loss at most (1 + it) x the baseline's."""
+    allowed = record["after_retraining"] >= baseline["top1"] - settings["stop_tolerance"]
+    if settings["stop_loss_tolerance"] is not None and record.get("history"):
+        allowed &= record["history"][-1]["val_loss"] <= baseline["loss"] * (1 + settings["stop_loss_tolerance"])
+    return bool(allowed)
+
+
+def _further_rounds(model, planned, baseline, last_planned, train_loader, val_loader, settings, out_dir,
                     device) -> list[dict]:
     """Rounds past the plan (``extra_rounds``): each keeps ``extra_keep`` of every pruned layer's
-    survivors while validation after retraining stays within ``stop_tolerance`` of the baseline's.
-    The first round below that is undone (the previous round's weights come back) and ends pruning;
-    none start when the plan itself ended below it. Rounds are files like the planned ones, so a
-    resumed run takes the same decisions from the same records."""
-    floor = baseline_val - settings["stop_tolerance"]
-    if settings["extra_rounds"] == 0 or last_planned["after_retraining"] < floor:
+    survivors while validation after retraining stays as close to the baseline's as the stop
+    tolerances allow (``_round_allowed``). The first round that does not is undone (the previous
+    round's weights come back) and ends pruning; none start when the plan itself ended outside
+    them. Rounds are files like the planned ones, so a resumed run takes the same decisions."""
+    if settings["extra_rounds"] == 0 or not _round_allowed(last_planned, baseline, settings):
         return []
     records, first = [], settings["prune_rounds"]
     for step, targets in enumerate(pruning.further_schedule(planned, settings["extra_keep"],
                                                             settings["extra_rounds"]), 1):
         record = _one_round(model, first + step, targets, train_loader, val_loader, settings, out_dir, device)
-        records.append({**record, "extra": True, "accepted": record["after_retraining"] >= floor})
+        records.append({**record, "extra": True, "accepted": _round_allowed(record, baseline, settings)})
         if not records[-1]["accepted"]:
             previous = torch.load(out_dir / f"pruned_round{first + step - 1}.pt", map_location="cpu", weights_only=True)
             pruning.load_pruned_state_dict(model, previous)
             model.to(device)
             _say(settings, "pruned", f"round {first + step} undone: validation {record['after_retraining']:.2%} "
-                                     f"< {floor:.2%}; back to {pruning.total_kept_fraction(model):.2%} kept")
+                                     f"(baseline {baseline['top1']:.2%}); back to {pruning.total_kept_fraction(model):.2%} kept")
             break
     return records
 

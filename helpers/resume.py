@@ -27,7 +27,7 @@ STAGE_SETTINGS = {
     "scan": ("sensitivity_sparsities", "eval_batches"),
     "plan": ("sensitivity_tolerance", "target_kept", "budget_allocation"),
     "pruned": ("prune_rounds", "retrain_epochs", "retrain_lr_factor", "extra_rounds", "extra_keep", "stop_tolerance",
-               "remove_dead_units"),
+               "stop_loss_tolerance", "remove_dead_units"),
     "dense_control": ("prune_rounds", "retrain_epochs", "retrain_lr_factor", "extra_rounds"),
     "quantized": ("conv_bits", "fc_bits", "quant_epochs", "quant_lr_factor", "bit_allocation", "bits_tolerance",
                   "min_bits", "compact_storage"),
@@ -36,7 +36,8 @@ STAGE_SETTINGS = {
 }
 # a setting added after a run folder was made counts as this value there (so such folders still resume)
 SETTING_DEFAULTS = {"trained": False, "world_size": 1, "precision": "auto", "extra_rounds": 0, "extra_keep": 0.8,
-                    "stop_tolerance": 0.0, "remove_dead_units": False, "bit_allocation": "fixed", "bits_tolerance": 0.005, "min_bits": 2,
+                    "stop_tolerance": 0.0, "stop_loss_tolerance": None,
+                    "remove_dead_units": False, "bit_allocation": "fixed", "bits_tolerance": 0.005, "min_bits": 2,
                     "compact_storage": False}
 # stages cheap enough to redo: a record with other settings is overwritten, not refused
 RECOMPUTED = {"plan", "int8", "compressed"}

@@ -271,3 +271,21 @@ def test_a_folder_recorded_before_a_setting_existed_resumes_when_that_setting_is
     with pytest.raises(pipeline.StaleRunError, match="extra_rounds=0 there, 2 now"):
         pipeline.prune_and_retrain(models.create("lenet5", CLASSES, 3, 32), train, val,
                                    {**settings, "extra_rounds": 2}, tmp_path, device=cpu)
+
+
+def test_the_loss_rule_stops_a_round_whose_accuracy_alone_would_pass(loaders, tmp_path, monkeypatch):
+    train, val, test = loaders
+    settings = _pruned_until_plan(loaders, tmp_path, extra_rounds=3, extra_keep=0.5, stop_tolerance=0.99,
+                                  stop_loss_tolerance=0.05, remove_dead_units=False)
+    real_round = pipeline._one_round
+    losses = {1: 0.0, 2: 0.0, 3: 0.0, 4: 1e9}  # validation loss after retraining, per round
+
+    def round_with_scripted_loss(model, r, *args, **kwargs):
+        record = real_round(model, r, *args, **kwargs)
+        return {**record, "history": record["history"][:-1] + [{**record["history"][-1], "val_loss": losses[r]}]}
+
+    monkeypatch.setattr(pipeline, "_one_round", round_with_scripted_loss)
+    record = pipeline.prune_and_retrain(models.create("lenet5", CLASSES, 3, 32), train, val, settings, tmp_path,
+                                        test_loader=test, device=torch.device("cpu"))
+    assert [r.get("accepted") for r in record["rounds"]] == [None, None, True, False]
+    assert record["baseline_val_loss"] > 0
