@@ -80,7 +80,7 @@ class Profile:
     # "fixed": conv_bits / fc_bits everywhere (the paper); "greedy": narrow each layer's width, largest
     # layer first, while the scan slice's accuracy (before fine-tuning) stays within bits_tolerance
     # of the fixed widths' (helpers.bit_allocation), down to min_bits
-    bit_allocation: str = "fixed"
+    bit_allocation: dict = field(default_factory=lambda: _per_model(*["fixed"] * 5))
     # after fine-tuning, round codebooks to float16 and biases to int8 x 2**e, each kept only when
     # validation accuracy does not drop (helpers.compact): ~1.7 KB of a ~20 KB LeNet-5 file
     compact_storage: bool = True
@@ -120,7 +120,7 @@ class Profile:
                 "remove_dead_units": self.remove_dead_units,
                 "extra_keep": self.extra_keep, "stop_tolerance": self.stop_tolerance,
                 "stop_loss_tolerance": self.stop_loss_tolerance,
-                "conv_bits": self.conv_bits, "fc_bits": self.fc_bits, "bit_allocation": self.bit_allocation,
+                "conv_bits": self.conv_bits, "fc_bits": self.fc_bits, "bit_allocation": pick(self.bit_allocation),
                 "compact_storage": self.compact_storage,
                 "bits_tolerance": self.bits_tolerance, "min_bits": self.min_bits, "quant_epochs": pick(self.quant_epochs),
                 "quant_lr_factor": self.quant_lr_factor, "world_size": self.world_size,
@@ -213,8 +213,13 @@ PROFILES = {
         # the paper keeps 8% of both LeNets; a little less leaves room for the file's own overhead
         # (a 5% budget with 3-epoch rounds cost Fashion-MNIST LeNets 1.3-2.2 points)
         target_kept=_per_model(0.07, 0.07, 0.11, 0.075, 0.15),
-        prune_rounds=5,
-        retrain_epochs=_per_model(6, 6, 2, 1, 2),
+        prune_rounds=6,
+        retrain_epochs=_per_model(10, 10, 2, 1, 2),
+        # then further while validation allows: Fashion-MNIST LeNet-300-100 (commit 72420a1) kept 6.4,
+        # 5.1, 4.1, 3.3 % after rounds 6-9 at 89.96, 89.87, 89.18, 88.36 % test from the file (baseline
+        # 89.47 %); accuracy on validation did not see the drop at round 8, its loss (+1.2 % -> +2.7 %) did
+        extra_rounds=6,
+        stop_loss_tolerance=0.025,
     ),
 }
 
