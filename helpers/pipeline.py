@@ -215,8 +215,10 @@ def _further_rounds(model, planned, baseline, last_planned, train_loader, val_lo
             previous = torch.load(out_dir / f"pruned_round{first + step - 1}.pt", map_location="cpu", weights_only=True)
             pruning.load_pruned_state_dict(model, previous)
             model.to(device)
-            _say(settings, "pruned", f"round {first + step} undone: validation {record['after_retraining']:.2%} "
-                                     f"(baseline {baseline['top1']:.2%}); back to {pruning.total_kept_fraction(model):.2%} kept")
+            loss = record["history"][-1]["val_loss"] if record.get("history") else float("nan")
+            _say(settings, "pruned", f"round {first + step} undone: validation {record['after_retraining']:.2%}, "
+                                     f"loss {loss:.4f} (baseline {baseline['top1']:.2%}, {baseline['loss']:.4f}); "
+                                     f"back to {pruning.total_kept_fraction(model):.2%} kept")
             break
     return records
 
