@@ -25,8 +25,6 @@ it only when the shared-weight kernel is used, and falls back to scipy's fp32 CS
 
 from __future__ import annotations
 
-import os
-
 import numba
 import numpy as np
 import torch
@@ -67,18 +65,13 @@ def _shared_matmul(rowptr, cols, idx, codebook, x, y):
                 y[r, b] += w * x[c, b]
 
 
-def _choose_threading_layer():
-    """numba's 'workqueue' threads sleep when idle; its default OpenMP layer brings a second OpenMP
-    runtime next to torch's, and each one's spinning threads then slow the other's parallel regions
-    (fc layers of AlexNet, alternating torch and numba ops on 2 busy cores: 48 ms with 'omp', 28 ms
-    with 'workqueue'). Before the first parallel call only, and never over the user's own choice."""
-    if not _state["layer_set"]:
-        _state["layer_set"] = True
-        if "NUMBA_THREADING_LAYER" not in os.environ and numba.config.THREADING_LAYER == "default":
-            numba.config.THREADING_LAYER = "workqueue"
-
-
-_state = {"layer_set": False}
+# numba's threading layer is left to numba ("default": tbb if installed, else OpenMP, else its
+# 'workqueue'), or to $NUMBA_THREADING_LAYER. Measured on an idle 2-core Zen 5 (``python
+# benchmarks/bench_runtime.py --only alexnet-64``, commit 15671da), AlexNet's fc layers at batch 1 /
+# 32: OpenMP 1.72 / 8.8 ms, 'workqueue' 3.39 / 16.3 ms (no faster than one thread: its sleeping
+# worker rarely got the second core from torch's spinning OpenMP threads). On 2 cores loaded by other
+# jobs an earlier machine showed the reverse (48 ms OpenMP, 28 ms 'workqueue'): there, set
+# NUMBA_THREADING_LAYER=workqueue.
 
 
 def shared_matmul(rowptr, cols, idx, codebook, x: np.ndarray) -> np.ndarray:
@@ -86,7 +79,6 @@ def shared_matmul(rowptr, cols, idx, codebook, x: np.ndarray) -> np.ndarray:
 
     The kernels do no bounds checks: the caller (``helpers.sparse``) checks ``x``'s length."""
     x = np.ascontiguousarray(x, dtype=np.float32)
-    _choose_threading_layer()
     if numba.get_num_threads() != torch.get_num_threads():
         numba.set_num_threads(min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
     if x.ndim == 1:
