@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import bit_allocation, data, load_compressed, models, pipeline, quantization
+from helpers import bit_allocation, data, load_compressed, models, pipeline, prune_stages, quantization
 
 REPO = Path(__file__).resolve().parent.parent
 CLASSES = 4
@@ -218,13 +218,13 @@ def test_a_round_that_validation_does_not_allow_is_undone_and_ends_pruning(loade
     train, val, test = loaders
     settings = _pruned_until_plan(loaders, tmp_path, extra_rounds=3, extra_keep=0.5, stop_tolerance=0.0,
                                   remove_dead_units=False)
-    real_round = pipeline._one_round
+    real_round = prune_stages._one_round
     scripted = {1: 1.0, 2: 1.0, 3: 1.0, 4: -1.0}  # validation after retraining, per round (never: -1)
 
     def round_with_scripted_validation(model, r, *args, **kwargs):
         return {**real_round(model, r, *args, **kwargs), "after_retraining": scripted[r]}
 
-    monkeypatch.setattr(pipeline, "_one_round", round_with_scripted_validation)
+    monkeypatch.setattr(prune_stages, "_one_round", round_with_scripted_validation)
     model = models.create("lenet5", CLASSES, 3, 32)
     record = pipeline.prune_and_retrain(model, train, val, settings, tmp_path, test_loader=test,
                                         device=torch.device("cpu"))
@@ -277,14 +277,14 @@ def test_the_loss_rule_stops_a_round_whose_accuracy_alone_would_pass(loaders, tm
     train, val, test = loaders
     settings = _pruned_until_plan(loaders, tmp_path, extra_rounds=3, extra_keep=0.5, stop_tolerance=0.99,
                                   stop_loss_tolerance=0.05, remove_dead_units=False)
-    real_round = pipeline._one_round
+    real_round = prune_stages._one_round
     losses = {1: 0.0, 2: 0.0, 3: 0.0, 4: 1e9}  # validation loss after retraining, per round
 
     def round_with_scripted_loss(model, r, *args, **kwargs):
         record = real_round(model, r, *args, **kwargs)
         return {**record, "history": record["history"][:-1] + [{**record["history"][-1], "val_loss": losses[r]}]}
 
-    monkeypatch.setattr(pipeline, "_one_round", round_with_scripted_loss)
+    monkeypatch.setattr(prune_stages, "_one_round", round_with_scripted_loss)
     record = pipeline.prune_and_retrain(models.create("lenet5", CLASSES, 3, 32), train, val, settings, tmp_path,
                                         test_loader=test, device=torch.device("cpu"))
     assert [r.get("accepted") for r in record["rounds"]] == [None, None, True, False]

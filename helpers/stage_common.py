@@ -1,0 +1,65 @@
+"""What every stage function shares: its record in metrics.json, progress lines, training, testing,
+and which layers pruning may touch (see ``helpers.pipeline`` for the stages themselves)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import data, models, progress, quantization, reporting, training
+from .resume import SETTING_DEFAULTS
+
+MIN_PRUNABLE_WEIGHTS = 256
+
+
+def _save_record(out_dir: Path, stage: str, record: dict, settings: dict) -> dict:
+    metrics = reporting.update_metrics(out_dir, stage, record, dataset=settings.get("dataset") or "custom",
+                                       model=settings.get("model_name") or "model", profile=settings.get("profile"),
+                                       overrides=settings.get("overrides"))
+    return metrics["stages"][stage]
+
+
+def _say(settings: dict, stage: str, message: str) -> None:
+    """One progress line (shown live by the runner; a plain print elsewhere)."""
+    progress.emit(f"{settings.get('model_name', 'model')} {stage}  {message}")
+
+
+def _fit(model, train_loader, val_loader, epochs, device, settings, stage, **kwargs):
+    extra = {k: settings[k] for k in ("world_size", "precision") if settings.get(k, SETTING_DEFAULTS[k]) != SETTING_DEFAULTS[k]}
+    log = progress.fit_logger(f"{settings.get('model_name', 'model')} {stage}", epochs)
+    return training.fit(model, train_loader, val_loader, epochs, device, seed=settings["seed"] + kwargs.pop("seed_offset", 0),
+                        log=log, progress=False, **kwargs, **extra)
+
+
+def _reset(model: nn.Module) -> nn.Module:
+    """Plain dense weights (masks and codebooks baked), so any stage's artefact loads into it."""
+    return quantization.remove_sharing(model)
+
+
+def _test(model, test_loader, device) -> dict:
+    if test_loader is None:
+        return {}
+    stats = training.evaluate(model, test_loader, device)
+    return {"test_accuracy": stats["top1"], "test_top5": stats["top5"], "test_n": stats["n"]}
+
+
+
+
+def prunable_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """The Conv2d/Linear layers pruning may thin out (the rule: ``helpers.pipeline``'s docstring)."""
+    chosen = {}
+    for name, layer in models.compressible_layers(model).items():
+        depthwise = isinstance(layer, nn.Conv2d) and layer.groups > 1 and layer.in_channels == layer.groups
+        if not depthwise and layer.weight.numel() >= MIN_PRUNABLE_WEIGHTS:
+            chosen[name] = layer
+    return chosen
+
+
+def scan_loader(val_loader, settings, device) -> torch.utils.data.DataLoader:
+    """A fixed random slice of the validation split (stored class by class), ``eval_batches`` big."""
+    batch = max(val_loader.batch_size, 128 if device.type == "cpu" else val_loader.batch_size)
+    size = settings["eval_batches"] and settings["eval_batches"] * batch
+    return data.loader(data.evaluation_slice(val_loader.dataset, size, settings["seed"]), batch)
+
