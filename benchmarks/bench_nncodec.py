@@ -119,7 +119,7 @@ def small_things(path: str, data_dir: str) -> dict:
     float32), the header (everything outside the data region)."""
     import torch
 
-    from helpers import data, fileformat, models
+    from helpers import data, fileformat
 
     contents = fileformat.read_compressed(path)
     xte, yte = data.mnist_arrays("fashion-mnist", data_dir, download=False)[2:]
