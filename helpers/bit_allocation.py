@@ -6,7 +6,7 @@ a network's largest layer, which dominates the file, often keeps its accuracy at
 the small layers next to it. ``allocate_bits`` searches greedily:
 
 1. start from the profile's widths (``conv_bits`` / ``fc_bits``) and measure accuracy on a fixed
-   validation slice with every layer clustered (no fine-tuning): the reference;
+   validation set (pipeline: the whole split) with every layer clustered (no fine-tuning): the reference;
 2. take the layer whose next lower width saves the most bits in the file (survivors x one bit, so
    the largest layer first) and measure the whole allocation with it one bit narrower;
 3. keep the narrower width when accuracy stays within ``tolerance`` of the reference, else freeze
@@ -14,7 +14,7 @@ the small layers next to it. ``allocate_bits`` searches greedily:
 
 Each trial clusters the whole model anew (k-means of every layer, ~0.1 s for LeNet-5), so the
 accuracy measured is that of the allocation as a whole, not of one layer at a time. Centroid
-fine-tuning (``pipeline.quantize``) comes after and usually wins back part of what the slice lost.
+fine-tuning (``pipeline.quantize``) comes after and usually wins back part of what the trials lost.
 """
 
 from __future__ import annotations

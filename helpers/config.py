@@ -78,7 +78,7 @@ class Profile:
     conv_bits: int = 8
     fc_bits: int = 5
     # "fixed": conv_bits / fc_bits everywhere (the paper); "greedy": narrow each layer's width, largest
-    # layer first, while the scan slice's accuracy (before fine-tuning) stays within bits_tolerance
+    # layer first, while validation accuracy (before fine-tuning) stays within bits_tolerance
     # of the fixed widths' (helpers.bit_allocation), down to min_bits
     bit_allocation: dict = field(default_factory=lambda: _per_model(*["fixed"] * 5))
     # after fine-tuning, round codebooks to float16 and biases to int8 x 2**e, each kept only when
