@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -23,10 +24,8 @@ from helpers import compact, fileformat, models, quantization  # noqa: E402
 
 
 def written_size(model, metadata) -> int:
-    layers = quantization.export_quantized(model)
-    others = {k: v for k, v in model.state_dict().items()
-              if "parametrizations." not in k and k.removesuffix(".weight") not in layers}
-    return len(fileformat.encode_file(model.create_args, layers, others, metadata))
+    with tempfile.TemporaryDirectory() as folder:
+        return fileformat.save_model(model, Path(folder) / "model.dcz", metadata)
 
 
 def main(folder: str) -> dict:

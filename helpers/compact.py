@@ -53,10 +53,11 @@ KINDS = {"biases": (_biases, round_to_int8_grid), "codebooks": (_codebooks, _rou
 
 
 def compact(model: nn.Module, evaluate: Callable[[nn.Module], float], tolerance: float = 0.0,
-            kinds=("codebooks", "biases")) -> dict:
+            kinds=("codebooks", "biases"), accuracy: float | None = None) -> dict:
     """Round each kind in turn, keep it when ``evaluate(model)`` stays within ``tolerance`` of before.
 
-    ``model`` is quantized (``quantization.quantize_model``); changed in place. Returns per kind
+    ``model`` is quantized (``quantization.quantize_model``); changed in place. ``accuracy``: what
+    ``evaluate(model)`` gives now, if the caller has it (saves one evaluation). Returns per kind
     ``{"kept", "accuracy_before", "accuracy_after", "values"}``.
     """
     record = {}
@@ -65,7 +66,7 @@ def compact(model: nn.Module, evaluate: Callable[[nn.Module], float], tolerance:
         tensors = find(model)
         if not tensors:
             continue
-        before = evaluate(model)
+        before = evaluate(model) if accuracy is None else accuracy
         exact = [t.detach().clone() for t in tensors]
         with torch.no_grad():
             for t in tensors:
@@ -78,4 +79,5 @@ def compact(model: nn.Module, evaluate: Callable[[nn.Module], float], tolerance:
                     t.copy_(value)
         record[kind] = {"kept": kept, "accuracy_before": before, "accuracy_after": after,
                         "values": sum(t.numel() for t in tensors)}
+        accuracy = after if kept else before  # the model's accuracy now: the next kind's "before"
     return record

@@ -107,8 +107,7 @@ def quantize(model, train_loader, val_loader, settings, out_dir, *, test_loader=
         return done
     pruning.load_pruned_state_dict(model, torch.load(pruned_path, map_location="cpu", weights_only=True))
     model.to(device)
-    slice_loader = scan_loader(val_loader, settings, device)
-    sweep_result = bits_sweep(model, slice_loader, device) if sweep else None
+    sweep_result = bits_sweep(model, scan_loader(val_loader, settings, device), device) if sweep else None
     bits, trials = _allocate_bits(model, val_loader, settings, device)
     started = time.time()
     initial = quantization.quantize_model(model, bits=bits, init="linear")
@@ -119,7 +118,7 @@ def quantize(model, train_loader, val_loader, settings, out_dir, *, test_loader=
                    lr=settings["lr"] * settings["quant_lr_factor"], weight_decay=0.0,
                    checkpoint=out_dir / "quantized_checkpoint.pt", seed_offset=100)
     after = training.evaluate(model, val_loader, device)["top1"]
-    rounded = compact.compact(model, lambda m: training.evaluate(m, val_loader, device)["top1"]) \
+    rounded = compact.compact(model, lambda m: training.evaluate(m, val_loader, device)["top1"], accuracy=after) \
         if settings["compact_storage"] else {}
     record = {**_test(model, test_loader, device), "bits": {n: q.bits for n, q in initial.items()},
               "compact_storage": rounded,

@@ -79,8 +79,8 @@ def prune_and_retrain(model, train_loader, val_loader, settings, out_dir, *, tes
               for r, targets in enumerate(pruning.sparsity_schedule(plan["targets"], settings["prune_rounds"]), 1)]
     rounds += _further_rounds(model, plan["targets"], baseline, rounds[-1], train_loader, val_loader, settings,
                               out_dir, device)
-    example = next(iter(val_loader))[0].to(device)
-    dead = dead_units.remove_dead_units(model, example) if settings["remove_dead_units"] else None
+    dead = dead_units.remove_dead_units(model, next(iter(val_loader))[0].to(device)) \
+        if settings["remove_dead_units"] else None
     record = {**_test(model, test_loader, device), "kept_fraction": pruning.total_kept_fraction(model),
               "per_layer_kept": pruning.kept_fractions(model), "baseline_val": baseline_val, "baseline_val_loss": baseline["loss"],
               "rounds": [{k: v for k, v in r.items() if k != "history"} for r in rounds], "dead_units": dead,
