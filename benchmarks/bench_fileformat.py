@@ -4,7 +4,9 @@ Random weights are pruned by magnitude to each layer's density and quantized wit
 codebook (8 bits conv, 5 bits fc): ~6.2M survivors, ~16M stream symbols. Times are the
 best of ``--repeat`` runs (the machine may be shared; *_cpu_s is this process's CPU time):
 
-* encode = entropy coding (per stream Huffman or rANS, whichever is smaller: ``helpers.streams``)
+* encode = entropy coding (per stream Huffman or rANS, whichever is smaller: ``helpers.streams``;
+  per layer of at most ``cabac.MAX_POSITIONS`` weights, the two streams or ``helpers.cabac``'s
+  context-adaptive code of the whole layer, whichever is smaller)
   + writing the file (``save_compressed`` from plain QuantizedLayers);
 * decode = reading + decoding + rebuilding the nn.Module through the default load path,
   ``load_compressed(path)``: the trainable codebooks installed from the file's survivors by
@@ -14,7 +16,8 @@ best of ``--repeat`` runs (the machine may be shared; *_cpu_s is this process's 
 The last line printed is JSON: encode_s, decode_s, file_bytes, entropy_bytes (order-0 bound of
 all streams), file_over_entropy = file_bytes / (entropy_bytes + bytes stored raw: header,
 codebooks, biases, framing), plus details; per stream kind (index, gap): the coded bytes (tables
-included), the order-0 bound, how many streams each coder won; huffman_file_bytes: the same
+included), the order-0 bound, how many streams each coder won (kind "cabac": the layers coded
+whole, against their two streams' order-0 bound); huffman_file_bytes: the same
 file with Huffman only (format version 2's coding), and gain_over_huffman_pct.
 
     python benchmarks/bench_fileformat.py [--repeat 3] [--out /tmp/vgg16.dcz]
@@ -69,18 +72,27 @@ def per_stream_kind(parsed) -> dict:
     """Coded bytes (tables included), order-0 entropy bound and coder counts per stream kind."""
     from helpers import huffman
 
+    def bound(d, pos):
+        symbols = parsed.streams[d["name"]][pos]
+        return huffman.entropy_bits(np.bincount(symbols)) / 8 if symbols.size else 0
+
     out = {}
     for pos, kind in enumerate(("index", "gap")):
-        coded = bound = 0.0
+        coded = entropy = 0.0
         coders = {}
         for d in parsed.header["layers"]:
+            if "cabac" in d:
+                continue
             entry = d[kind]
             coded += fileformat._stream_bytes(entry)
-            symbols = parsed.streams[d["name"]][pos]
-            bound += huffman.entropy_bits(np.bincount(symbols)) / 8 if symbols.size else 0
+            entropy += bound(d, pos)
             coders[entry.get("coder", "huffman")] = coders.get(entry.get("coder", "huffman"), 0) + 1
-        out[kind] = {"coded_bytes": int(coded), "entropy_bytes": round(bound),
-                     "coded_over_entropy": round(coded / max(bound, 1), 4), "coders": coders}
+        out[kind] = {"coded_bytes": int(coded), "entropy_bytes": round(entropy),
+                     "coded_over_entropy": round(coded / max(entropy, 1), 4), "coders": coders}
+    context = [d for d in parsed.header["layers"] if "cabac" in d]  # both streams' bound, coded as one
+    coded, entropy = sum(map(fileformat.layer_coded_bytes, context)), sum(bound(d, 0) + bound(d, 1) for d in context)
+    out["cabac"] = {"coded_bytes": coded, "entropy_bytes": round(entropy),
+                    "coded_over_entropy": round(coded / max(entropy, 1), 4), "coders": {"cabac": len(context)}}
     return out
 
 
@@ -134,8 +146,7 @@ def main(argv=None):
     with open(path, "rb") as f:  # bytes outside the coded streams (which include their tables)
         parsed = fileformat.parse(f.read())
     header = parsed.header
-    raw = file_bytes - sum(fileformat._stream_bytes(d["index"]) + fileformat._stream_bytes(d["gap"])
-                           for d in header["layers"])
+    raw = file_bytes - sum(map(fileformat.layer_coded_bytes, header["layers"]))
     kinds = per_stream_kind(parsed)
     huffman_bytes = len(fileformat.encode_file(model.create_args, layers, others, metadata, coders=("huffman",)))
     for kind, k in kinds.items():

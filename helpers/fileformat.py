@@ -3,7 +3,11 @@
 Sparse layout (paper Fig. 2). A layer's surviving weights, in flattened C order, are stored as two
 streams, each entropy-coded on its own (``helpers.streams``): with a canonical Huffman code
 (``helpers.huffman``, the paper's choice) or with rANS and previous-symbol contexts
-(``helpers.rans``), whichever is smaller, tables included (format version 4):
+(``helpers.rans``), whichever is smaller, tables included. Or (format version 5) a layer of at
+most ``cabac.MAX_POSITIONS`` weights is coded whole by ``helpers.cabac``: context-adaptive binary
+arithmetic coding of its mask and indices, kept when it is at least ``cabac.MIN_GAIN`` smaller
+than the two streams (trained LeNets' layers: 1-13 % smaller; see ``benchmarks/bench_nncodec.py``).
+The streams:
 
 * gap stream: for each survivor, ``position - previous position - 1`` (the first counts from -1),
   an integer in [0, M - 1] with M = 2**gap_bits - 1 (default gap_bits: 8 for conv, 5 for fc).
@@ -31,7 +35,7 @@ it wins nearly every large stream (see ``benchmarks/bench_fileformat.py`` for th
 File layout (all integers little-endian)::
 
     0   8 B  magic  b"\\x89DCZ\\r\\n\\x1a\\n"  (PNG-style: detects text-mode mangling)
-    8   2 B  format version (4);  10  2 B  reserved, 0;  12  4 B  H = header length
+    8   2 B  format version (5);  10  2 B  reserved, 0;  12  4 B  H = header length
     16  H B  header: a zlib stream (level 9) of compact UTF-8 JSON: create_args, metadata
              (class_names, image_size, mean, std, ...), sync_interval (Huffman), lane_symbols
              (rANS), data_bytes, per layer its name, shape, bits, gap_bits, survivors and
@@ -45,12 +49,15 @@ File layout (all integers little-endian)::
              code lengths (``huffman.pack_lengths``: 4 bits per symbol up to the last used one,
              or 8 bits when a code is 16 bits long; the stream's ``length_bits`` says which),
              sync table (uint16 lane lengths), bits (LSB-first); or for a rANS stream: model
-             (``rans.pack_model``), lane table (uint16 words per lane), words (uint16).
+             (``rans.pack_model``), lane table (uint16 words per lane), words (uint16). A
+             context-coded layer has, instead of its two streams, one section: ``cabac.encode``'s
+             bytes, with the index model (``index_context``) in its header entry.
              Raw tensors (biases, ...) in their dtype from an allowlist; a float32 tensor that is
              exactly int8 x 2**e (biases rounded by ``helpers.compact``) as int8 plus ``e``.
     end-8    b"DCZE" + CRC32 of everything before it.
 
-Version 3 (read, never written) is version 4 with a crc32 in every section and raw tensors in
+Version 4 (read, never written) is version 5 without context-coded layers: writing with
+``coders=("huffman", "rans")`` gives its data region byte for byte. Version 3 is version 4 with a crc32 in every section and raw tensors in
 their own dtype only. Version 2 (read, never written) is version 3 with Huffman streams only (no ``coder`` and
 ``lane_symbols`` keys). Version 1 (read, never written) differs from 2 only in that its header is
 plain JSON and its code-length tables are one byte per symbol (and its codebooks may hold unused
@@ -74,13 +81,14 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from . import huffman, rans
+from . import cabac, huffman, rans
 from . import streams as coding
 
 MAGIC = b"\x89DCZ\r\n\x1a\n"
 TRAILER = b"DCZE"
-VERSION = 4
-READABLE_VERSIONS = (1, 2, 3, 4)
+VERSION = 5
+READABLE_VERSIONS = (1, 2, 3, 4, 5)
+CODERS = (*coding.CODERS, "cabac")  # per stream: Huffman, rANS; per layer: helpers.cabac
 EXTENSION = ".dcz"
 MAX_HEADER_BYTES = 64 << 20  # the header, compressed and inflated
 MAX_ELEMENTS = 1 << 28  # dense weights the plain reader may rebuild; VGG16 has 1.4e8 parameters
@@ -204,12 +212,12 @@ def default_gap_bits(shape) -> int:
 
 def encode_file(create_args, layers, other_tensors=None, metadata=None, *, gap_bits=None,
                 sync_interval: int = huffman.SYNC_INTERVAL, lane_symbols: int = rans.LANE_SYMBOLS,
-                coders=coding.CODERS, codebook_dtype: str = "auto") -> bytes:
+                coders=CODERS, codebook_dtype: str = "auto") -> bytes:
     """The bytes of a compressed file (see the module docstring); ``save_compressed`` writes them.
 
     ``layers``: name -> QuantizedLayer; ``gap_bits``: an int for all layers, or a dict name -> int
     (others get 8 for conv, 5 for fc weights). ``coders``: the entropy coders each stream may
-    use (the smaller wins; ``helpers.streams``); ``sync_interval`` / ``lane_symbols``: symbols per
+    use (the smaller wins; ``helpers.streams``), and "cabac" if a layer may be coded whole; ``sync_interval`` / ``lane_symbols``: symbols per
     lane of a Huffman / rANS stream. ``codebook_dtype``: "auto" stores a codebook as float16 when
     that is exact (every weight unchanged) and it has 16 entries or more, else float32; "float32" always; "float16" always,
     rounding the weights to half precision (it changes them: check the accuracy).
@@ -225,6 +233,9 @@ def encode_file(create_args, layers, other_tensors=None, metadata=None, *, gap_b
         size += len(data)
         return {"offset": size - len(data), "length": len(data)}
 
+    if not coders or set(coders) - set(CODERS):
+        raise ValueError(f"coders must be a non-empty subset of {CODERS}, got {coders}")
+    stream_coders = tuple(c for c in coders if c != "cabac") or coding.CODERS
     out_layers, jobs = [], []
     for name, q in layers.items():
         s = SparseLayer.from_quantized(q).used_part()
@@ -232,13 +243,19 @@ def encode_file(create_args, layers, other_tensors=None, metadata=None, *, gap_b
         g = default_gap_bits(s.shape) if g is None else g
         if type(g) is not int or not 1 <= g <= 16:
             raise ValueError(f"gap_bits for {name} must be in [1, 16], got {g}")
-        out_layers.append({"name": name, "shape": list(s.shape), "bits": s.bits, "gap_bits": g,
-                           "survivors": int(s.positions.size),
-                           **_codebook_entry(s.codebook, codebook_dtype, add)})
-        jobs += [(s.indices, s.codebook.size), (gap_encode(s.positions, g), 1 << g)]
-    coded = coding.encode_streams(jobs, add, sync_interval, lane_symbols, coders)
-    for d, index, gap in zip(out_layers, coded[0::2], coded[1::2]):
-        d.update(index=index, gap=gap)
+        d = {"name": name, "shape": list(s.shape), "bits": s.bits, "gap_bits": g,
+             "survivors": int(s.positions.size), **_codebook_entry(s.codebook, codebook_dtype, add)}
+        out_layers.append(d)
+        layer_jobs = [(s.indices, s.codebook.size), (gap_encode(s.positions, g), 1 << g)]
+        context = _context_coded(s, layer_jobs, coders, stream_coders, sync_interval, lane_symbols)
+        if context is None:
+            jobs.append((d, layer_jobs))
+        else:
+            d["cabac"] = {"index_context": context[1], "data": add(context[0])}
+    coded = iter(coding.encode_streams([j for _, pair in jobs for j in pair], add, sync_interval,
+                                       lane_symbols, stream_coders))
+    for d, _ in jobs:
+        d.update(index=next(coded), gap=next(coded))
     out_tensors = []
     for name, t in (other_tensors or {}).items():
         t = t.detach().cpu().contiguous()
@@ -264,6 +281,21 @@ def encode_file(create_args, layers, other_tensors=None, metadata=None, *, gap_b
     head = MAGIC + struct.pack("<HHI", VERSION, 0, len(hzip)) + hzip
     body = b"".join([head, struct.pack("<I", zlib.crc32(head)), *sections, TRAILER])
     return body + struct.pack("<I", zlib.crc32(body))
+
+
+def _context_coded(s: SparseLayer, layer_jobs, coders, stream_coders, sync_interval, lane_symbols):
+    """(bytes, index_context) of ``helpers.cabac``'s code of a layer when it is at least
+    ``cabac.MIN_GAIN`` smaller than the layer's two streams (sized exactly, by coding them), else
+    None."""
+    numel = math.prod(s.shape)
+    if ("cabac" not in coders or not s.positions.size or numel > cabac.MAX_POSITIONS
+            or not cabac.may_pay(s.shape, s.positions)):
+        return None
+    entries = coding.encode_streams(layer_jobs, lambda b: {"offset": 0, "length": len(b)},
+                                    sync_interval, lane_symbols, stream_coders)
+    limit = (1 - cabac.MIN_GAIN) * sum(map(coding.stream_bytes, entries))
+    data, _, index_context = cabac.encode_best(s.shape, s.positions, s.indices, s.codebook.size, limit)
+    return (data, index_context) if len(data) <= limit else None
 
 
 def finest_int8_exponent(peak: float) -> int:
@@ -455,13 +487,24 @@ def _parse(buf, max_elements) -> Parsed:
         _need(len(cb) % width == 0 and k <= 1 << bits, f"{where}: codebook size does not match bits")
         codebook = np.frombuffer(cb, dtype="<f2" if half else "<f4").astype(np.float32)
         _need(np.isfinite(codebook).all(), f"{where}: codebook holds NaN or infinite values")
+        if "cabac" in d:  # version 5: the layer context-coded as a whole (helpers.cabac)
+            _need(version >= 5 and "index" not in d and "gap" not in d, f"{where}: 'cabac' with streams")
+            e = d["cabac"]
+            _need(isinstance(e, dict) and set(e) == {"index_context", "data"}
+                  and e["index_context"] in cabac.INDEX_CONTEXTS and type(e["index_context"]) is int,
+                  f"{where}: bad 'cabac' entry")
+            _need(numel <= cabac.MAX_POSITIONS and n > 0, f"{where}: a context-coded layer of {numel} "
+                  f"weights and {n} survivors")
+            raw, _ = _section(e, "data", where, buf, start, data_bytes, used, None, crc_required)
+            metas.append((d["name"], tuple(shape), bits, g, n, codebook, (raw, e["index_context"])))
+            continue
         for key, alphabet, count_range in (("index", k, (n, n)), ("gap", 1 << g, (n, numel))):
             specs.append(coding.read_stream(
                 d.get(key), f"{where} {key} stream", alphabet, count_range, version,
                 lambda e, key, w, length=None: _section(e, key, w, buf, start, data_bytes, used, length,
                                                         crc_required),
                 _need, data_bytes, sync, lane_symbols))
-        metas.append((d["name"], tuple(shape), bits, g, n, codebook))
+        metas.append((d["name"], tuple(shape), bits, g, n, codebook, None))
     tensors = {}
     for i, d in enumerate(tensor_list):
         where = f"tensor {i}"
@@ -495,11 +538,15 @@ def _parse(buf, max_elements) -> Parsed:
         symbols = coding.decode_streams(buf, specs, sync, lane_symbols)
     except ValueError as exc:
         raise CompressedFileError(f"corrupt entropy-coded stream: {exc}") from exc
-    layers, streams = {}, {}
-    for i, (name, shape, bits, g, n, codebook) in enumerate(metas):
-        idx, gaps = symbols[2 * i], symbols[2 * i + 1]
+    layers, streams, decoded = {}, {}, iter(symbols)
+    for name, shape, bits, g, n, codebook, context in metas:
         try:
-            positions = gap_decode(gaps, g, math.prod(shape), n)
+            if context is None:
+                idx, gaps = next(decoded), next(decoded)
+                positions = gap_decode(gaps, g, math.prod(shape), n)
+            else:
+                positions, idx = cabac.decode(context[0], shape, n, codebook.size, context[1])
+                gaps = gap_encode(positions, g)  # what size_report and the benchmarks read
         except ValueError as exc:
             raise CompressedFileError(f"layer {name!r}: {exc}") from exc
         _need(name not in layers, f"header repeats layer {name!r}")
@@ -655,7 +702,7 @@ def size_report(path_or_layers, other_tensors=None, *, gap_bits=None) -> list[di
     for d in p.header["layers"]:
         s, (idx, gaps) = p.layers[d["name"]], p.streams[d["name"]]
         numel, n, k, g = math.prod(s.shape), s.positions.size, s.codebook.size, d["gap_bits"]
-        ibits, gbits = 8 * _stream_bytes(d["index"]), 8 * _stream_bytes(d["gap"])
+        ibits, gbits = _layer_bits(d, s)
         pq = n * s.bits + gaps.size * g + 32 * k
         pqh = ibits + gbits + 8 * d["codebook"]["length"]
         hi, hg = huffman.entropy_bits(np.bincount(idx)), huffman.entropy_bits(np.bincount(gaps))
@@ -669,6 +716,22 @@ def size_report(path_or_layers, other_tensors=None, *, gap_bits=None) -> list[di
                  entropy_bytes=(tot["hi"] + tot["hg"]) / 8, raw_tensor_bytes=raw,
                  header_bytes=p.file_bytes - p.header["data_bytes"])
     return rows + [total]
+
+
+def layer_coded_bytes(d: dict) -> int:
+    """Bytes of a layer header entry's coded weights: its context-coded data or its two streams
+    (tables included), the codebook not."""
+    return d["cabac"]["data"]["length"] if "cabac" in d else _stream_bytes(d["index"]) + _stream_bytes(d["gap"])
+
+
+def _layer_bits(d: dict, s: SparseLayer) -> tuple[int, int]:
+    """Bits a layer's indices and positions take in the file. A context-coded layer codes both in
+    one stream: the indices' share is what their decisions cost (``cabac.encode``), coded again."""
+    if "cabac" not in d:
+        return 8 * _stream_bytes(d["index"]), 8 * _stream_bytes(d["gap"])
+    total = 8 * d["cabac"]["data"]["length"]
+    index_bits = cabac.encode(s.shape, s.positions, s.indices, s.codebook.size, d["cabac"]["index_context"])[1]
+    return min(round(index_bits), total), total - min(round(index_bits), total)
 
 
 def _row(name, numel, n, bits, g, ibits, gbits, pq, pqh, hi, hg) -> dict:

@@ -113,7 +113,8 @@ def small_file():
     model = models.create("lenet300", 3, 1, 28)
     layers, others = quantize(model, 0.03)
     blob = F.encode_file(model.create_args, layers, others, {"class_names": ["a", "b", "c"]},
-                         sync_interval=64)  # many short lanes: every decode is quick
+                         sync_interval=64,  # many short lanes: every decode is quick
+                         coders=("huffman", "rans"))  # streams; tests/test_cabac.py: context-coded layers
     return model, layers, others, blob
 
 
@@ -141,7 +142,9 @@ def join(header, data, recrc=True):
 def _sections(header):
     for d in header.get("layers", []) if isinstance(header.get("layers"), list) else []:
         yield d["codebook"]
-        for key in ("index", "gap"):
+        if "cabac" in d:
+            yield d["cabac"]["data"]
+        for key in ("index", "gap") if "cabac" not in d else ():
             yield from (d[key][s] for s in ("lengths", "model", "sync", "data") if s in d[key])
     yield from header["tensors"]
 
@@ -406,7 +409,6 @@ def test_size_report(small_file, tmp_path):
         assert r["weights"] == q.mask.numel()
         assert r["kept_pct"] == pytest.approx(100 * q.mask.sum().item() / q.mask.numel())
         assert r["weight_bits_pq"] == q.bits and r["index_bits_pq"] == 5
-        assert 8 * r["index_entropy_bytes"] <= r["weight_bits_pqh"] * q.mask.sum().item()
         assert 0 < r["compress_pqh_pct"] and r["compress_pq_pct"] < 100
         if q.mask.sum() > 1000:  # code tables make Huffman a loss on a tiny layer
             assert r["compress_pqh_pct"] < r["compress_pq_pct"]
@@ -416,6 +418,11 @@ def test_size_report(small_file, tmp_path):
     header = F.parse(blob).header
     for r, d in zip(rows, header["layers"]):
         cb = d["codebook"]["length"]  # the stored codebook (used entries), in both columns
+        if "cabac" in d:  # one stream for both: the indices' share is what their decisions cost
+            assert r["stored_bytes"] == cb + d["cabac"]["data"]["length"]
+            assert 0 < r["weight_bits_pqh"] < r["weight_bits_pq"] + 1 and r["index_bits_pqh"] > 0
+            continue
+        assert 8 * r["index_entropy_bytes"] <= r["weight_bits_pqh"] * d["survivors"]  # order-0 streams
         assert r["stored_bytes"] == cb + sum(d[k][s]["length"] for k in ("index", "gap")
                                              for s in ("lengths", "model", "sync", "data") if s in d[k])
         assert r["compress_pq_pct"] * 32 * r["weights"] / 100 == pytest.approx(
@@ -590,7 +597,7 @@ def test_header_is_compact_deflated_json(small_file):
     blob = small_file[3]
     version, _, hlen = struct.unpack("<HHI", blob[8:16])
     text = zlib.decompress(blob[16:16 + hlen])
-    assert version == F.VERSION == 4 and hlen < len(text) / 2
+    assert version == F.VERSION == 5 and hlen < len(text) / 2
     assert text == json.dumps(json.loads(text), separators=(",", ":")).encode()  # no spaces
 
 
@@ -709,8 +716,8 @@ def test_version_1_files_still_read_and_rewrite_as_the_current_version(tmp_path)
     new = F.read_compressed(again)
     assert_same_layers(q, new.layers["fc"])
     assert new.layers["fc"].codebook.numel() == 6  # 0.0 and -0.0 (entries 2 and 7) were unused
-    with pytest.raises(CompressedFileError, match="version 5"):
-        F.parse(blob[:8] + struct.pack("<H", 5) + blob[10:])
+    with pytest.raises(CompressedFileError, match="version 6"):
+        F.parse(blob[:8] + struct.pack("<H", 6) + blob[10:])
 
 
 # A version-2 file (compressed JSON header, Huffman streams only), written by the version-2 writer
@@ -814,6 +821,50 @@ def test_version_3_files_still_read(tmp_path):
     assert struct.unpack("<H", again[8:10])[0] == F.VERSION and len(again) < len(blob)
     assert "crc32" not in F.parse(again).header["layers"][0]["codebook"]
     assert F.parse(again).header["tensors"][0]["int8_exponent"] == -4, "0.125, -2 and 7 are int8 x 2**-4"
+
+
+# A version-4 file (no per-section CRC32, int8 biases, Huffman and rANS streams only), written by the
+# version-4 writer (git fa82e9d) from v3_layers() with its default coders, a bias and metadata {"k": [1, 2]}.
+V4_FILE = (
+    "iURDWg0KGgoEAAAAqAEAAHjajZTdjoMgFITfhWt2A0Kt+iqbxqAeW7MKRqip2fjue+iPpZt2653gwHzOgD+kNkOnHMlIBdB/lKbr"
+    "B7C2MZpQMsJwfsokJeUAykGuhr0l2Q/RqgNcdCIzJR04VSmn/Pw3yb44jXY4bSdd5o12MIyqJVnEZEJJqzTkduoK0+I+kqUxJX5t"
+    "XkwOcCbZbL1oQmfcafGpS8SxB9Xj4EsyyhnbUVI0DlUbSvaqz5eBPQ5jMxq/AWdCILqpoDDm2/OZuraAn8vQBfTeHUgWy/muySs3"
+    "9WfH1ijHY7RtdAUnv9ZrBnx1ONZ1p3xApTlqd7PpVeM9a9VaoERfeCKZbG9WV0R5G9sQaBvfiXh8jS8UpNFdwOZLaq/eC87n+RzL"
+    "O275glsIHq3ilky8AZc8/Z/8QSC5nJF9ab40egy7pxEVVCzlJ2H5yUP5gj2vPpYBcDSvKdhv9TQmma4KKRFBSNGTjBKx+T+jB8F2"
+    "TbkvmeN1BzKR4YF6xizfMYeCFFvF1hxoa/7e7c+iURbJH+6eiILafeH4K0lyOPVGg/++D8RenDYyZN3Nv5k0jBDN34zQAMCAvwC/"
+    "gL4AvoC9AL2AvAC8ALsAugC5ALgAtgC0ALAAAAAwADQANgA4ADkAOgA7ADyAPAA9gD0APoA+AD+APwAAQL8AAIA+AADAPyFzeImI"
+    "iImIiIeHiIiIeZiYjoE7h54UuRO7oH5eAuRC0ajb/o9T6Nuwk7MfhZEEPvCKqBvcoupSmXANYyEh57KZtYEvnCaMW0QsifgyI1S2"
+    "95fXXIOG9rOUvvWKsZPmH3gQo6USoaVNjxH+6wlcx+E4fO6W9DsFBKDTPpF7aPH4DS5u3gjsCIbwlSJfN/crYIHNPiiAxRqw51/s"
+    "JNB0QInryJmJLPb35SV0zjh7zf5ewLuV0SE5oQuA7YTxZFFPDumsXugkdWFo15X94XzweBQC+hQTr1ZOCyHSwuVwcMUZftTHhvD8"
+    "8iQ7ksCTG/wOb0r5pRbrR+649TEK9Vlw9YqjvkdMldx7zh44e5auelZ3VAMNwIEPyI13MrsPQK7Y6o08qIf8787HL83DVRwjruWX"
+    "RMmAfyylJrjn01Ta9K3IF2IB8U+jZyIzVFVld4eImJkAAKAAAKDGXZ9jNr3Z5xIoJBsnxB4WTdDGZ69yngTedHeKBUaZb6UpNCTT"
+    "xW72N68MgUxkl77sZs2aIBsN+TTwJemyDsPE4QIJcpqIVZrz4gMlmXOegUECs5pPDfudJDcLvkDO9rpCZye/73Nx4rWKQC6kAhHb"
+    "+VCjDCaLsvr8wTgJ/Uv7Hdqv7sQl42p0li42SAvML4+gbGaGfPEzYQWW4H4oEO8lZF/ayPqfeZjBy1DB7zELQQi8/kJ8kR9zJ5BX"
+    "mCQ7lb1l6QYm5Ogg2SutNbtr4oftybEADBmoZsF3blu2xyGZls1K5didznGd9epJlnTm0dw3wDwnSDvgiSkUdNzi1KzowjCZW1fh"
+    "iRfLivR3McE4SnbmEy0H6DBKcLH8/m+WVQvrPU8qkIWMz8ZDBJFAFJ2VAfoeavbNTRdtZ7Bbfsz26w4tuJWTL7Vr9rEpuohFSFgA"
+    "qJ7HcR0/3POC0y4iddJIOr++I3d+AA4spv58qUmboYCY/bBBoUm08Fkpvh9HgvDsrDPJqv9CY90YbsNRm7nNWmOup/5pYwTIGOUK"
+    "lQohArl7E3S67QEiMgPiILuxmiMaDAEC4HBEQ1pF13ELHw=="
+)
+
+
+def test_version_4_files_still_read():
+    import base64
+
+    blob = base64.b64decode("".join(V4_FILE))
+    assert struct.unpack("<H", blob[8:10])[0] == 4
+    got = F.parse(blob)
+    assert all("cabac" not in d for d in got.header["layers"])
+    for name, q in v3_layers().items():
+        assert_same_layers(q, got.layers[name].to_quantized())
+    assert torch.equal(got.tensors["fc.bias"], torch.tensor([0.125, -2.0, 7.0]))
+    layers = {name: s.to_quantized() for name, s in got.layers.items()}
+    again = F.encode_file(got.header["create_args"], layers, got.tensors, got.header["metadata"])
+    assert struct.unpack("<H", again[8:10])[0] == F.VERSION == 5
+    assert "cabac" in F.parse(again).header["layers"][0] and len(again) < len(blob)
+    streams = F.encode_file(got.header["create_args"], layers, got.tensors, got.header["metadata"],
+                            coders=("huffman", "rans"))
+    data = [b[20 + struct.unpack("<I", b[12:16])[0]:-8] for b in (streams, blob)]
+    assert data[0] == data[1], "without cabac, the data region is version 4's byte for byte"
 
 
 @pytest.mark.parametrize("values, exponent", [
