@@ -6,7 +6,7 @@ NNCodec (the MPEG NNC reference, DeepCABAC) coded LeNet-300-100's weights 4.5 % 
 streams because it adapts as it goes. Units differ in fan-in far more than one density for the
 layer can say, the rows of dead units (``helpers.dead_units``) are empty, and so are the columns
 of the next layer that read them. Coding the mask position by position with contexts that know
-this, fc1 of the Fashion-MNIST LeNet-300-100 (67.8x) takes 13,158 B instead of 13,515 B, LeNet-5's
+this, fc1 of the Fashion-MNIST LeNet-300-100 (README; 67.8x as version 4) takes 13,158 B instead of 13,515 B, LeNet-5's
 (85.2x) 14,826 B instead of 15,644 B; ``benchmarks/bench_nncodec.py`` compares with NNCodec.
 
 The code, position by position in C order over the weight seen as (rows = shape[0], columns = the
