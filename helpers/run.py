@@ -169,6 +169,12 @@ def main(argv=None) -> int:
             try:
                 return run_all(args, profile, run_dir, overrides, log, log_file)
             except KeyboardInterrupt:
+                # the kernel dies with Ctrl-C; nbclient's cell task then fails with DeadKernelError,
+                # which asyncio would print as a traceback ("Task exception was never retrieved")
+                # when the task is collected: expected here, so not shown
+                import logging
+
+                logging.getLogger("asyncio").setLevel(logging.CRITICAL)
                 log(f"[run] interrupted; the same command resumes from the last finished epoch ({run_dir})")
                 return 130
     finally:
