@@ -85,6 +85,9 @@ class Profile:
     # validation accuracy does not drop (helpers.compact): ~1.7 KB of a ~20 KB LeNet-5 file
     compact_storage: bool = True
     bits_tolerance: float = 0.005
+    # and, when set, while validation loss stays within (1 + bits_loss_tolerance) x the fixed widths':
+    # the loss sees a narrower layer's harm that the accuracy, counted in whole images, may not
+    bits_loss_tolerance: float | None = None
     min_bits: int = 2
     quant_epochs: dict = field(default_factory=lambda: _per_model(2, 2, 1, 1, 1))
     quant_lr_factor: float = 0.01                    # centroid fine-tuning lr = baseline lr x this
@@ -122,7 +125,8 @@ class Profile:
                 "stop_loss_tolerance": self.stop_loss_tolerance,
                 "conv_bits": self.conv_bits, "fc_bits": self.fc_bits, "bit_allocation": pick(self.bit_allocation),
                 "compact_storage": self.compact_storage,
-                "bits_tolerance": self.bits_tolerance, "min_bits": self.min_bits, "quant_epochs": pick(self.quant_epochs),
+                "bits_tolerance": self.bits_tolerance,
+                "bits_loss_tolerance": self.bits_loss_tolerance, "min_bits": self.min_bits, "quant_epochs": pick(self.quant_epochs),
                 "quant_lr_factor": self.quant_lr_factor, "world_size": self.world_size,
                 "precision": self.precision, "threads": self.threads}
 

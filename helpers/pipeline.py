@@ -133,14 +133,16 @@ def quantize(model, train_loader, val_loader, settings, out_dir, *, test_loader=
 
 def _allocate_bits(model, val_loader, settings, device) -> tuple[dict, list]:
     """Per-layer bits: the profile's conv/fc widths ("fixed"), or narrowed greedily ("greedy", see
-    ``helpers.bit_allocation``) while validation accuracy stays within ``bits_tolerance``. The whole
+    ``helpers.bit_allocation``) while validation accuracy stays within ``bits_tolerance`` (and the
+    loss within ``bits_loss_tolerance``, when set). The whole
     validation split, not the scan's slice: on 1,280 images one image is 0.08 points, and Fashion-MNIST
     LeNet-5's round 7 lost 0.49 points to fc1 at 2 bits, chosen there within 0.3."""
     start = bit_allocation.default_bits(model, settings["conv_bits"], settings["fc_bits"])
     if settings["bit_allocation"] == "fixed":
         return start, []
-    bits, trials = bit_allocation.allocate_bits(model, lambda m: training.evaluate(m, val_loader, device)["top1"],
-                                                start, settings["bits_tolerance"], settings["min_bits"])
+    bits, trials = bit_allocation.allocate_bits(model, lambda m: training.evaluate(m, val_loader, device), start,
+                                                settings["bits_tolerance"], settings["min_bits"],
+                                                settings["bits_loss_tolerance"])
     _say(settings, "quantize", "bits " + ", ".join(f"{n} {b}" for n, b in bits.items()) +
          f" ({len(trials)} trials)")
     return bits, trials

@@ -30,7 +30,7 @@ STAGE_SETTINGS = {
                "stop_loss_tolerance", "remove_dead_units"),
     "dense_control": ("prune_rounds", "retrain_epochs", "retrain_lr_factor", "extra_rounds"),
     "quantized": ("conv_bits", "fc_bits", "quant_epochs", "quant_lr_factor", "bit_allocation", "bits_tolerance",
-                  "min_bits", "compact_storage"),
+                  "bits_loss_tolerance", "min_bits", "compact_storage"),
     "int8": (),
     "compressed": (),
 }
@@ -38,6 +38,7 @@ STAGE_SETTINGS = {
 SETTING_DEFAULTS = {"trained": False, "world_size": 1, "precision": "auto", "extra_rounds": 0, "extra_keep": 0.8,
                     "stop_tolerance": 0.0, "stop_loss_tolerance": None,
                     "remove_dead_units": False, "bit_allocation": "fixed", "bits_tolerance": 0.005, "min_bits": 2,
+                    "bits_loss_tolerance": None,
                     "compact_storage": False}
 # stages cheap enough to redo: a record with other settings is overwritten, not refused
 RECOMPUTED = {"plan", "int8", "compressed"}

@@ -112,6 +112,7 @@ def rules() -> dict:
         "bit_allocation": one_of(BIT_ALLOCATIONS),
         "compact_storage": BOOLEAN,
         "bits_tolerance": number(0, 1, high_open=True),
+        "bits_loss_tolerance": optional(number(0, None)),
         "min_bits": integer(1, 16),
         "conv_bits": integer(1, 16),
         "fc_bits": integer(1, 16),

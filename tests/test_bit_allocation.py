@@ -56,6 +56,27 @@ def test_a_looser_tolerance_trades_accuracy_for_bits_and_min_bits_is_a_floor():
     assert bits == {"0": 3, "2": 3, "4": 3} and len(trials) == 1 + 6
 
 
+def test_the_loss_rule_stops_what_accuracy_alone_would_pass():
+    """Accuracy never moves; the loss grows 2 % for every bit any layer is below 4. A 3 % loss
+    tolerance allows one such bit in all: the largest layer's, tried first."""
+    net = _net()
+
+    def evaluate(model):
+        short = sum(max(0, 4 - b) for b in _widths(model).values())
+        return {"top1": 0.9, "loss": 1.0 * (1 + 0.02 * short)}
+
+    start = {"0": 5, "2": 5, "4": 5}
+    bits, trials = bit_allocation.allocate_bits(net, evaluate, start, tolerance=0.0, min_bits=2)
+    assert bits == {"0": 2, "2": 2, "4": 2}, "without a loss tolerance only accuracy counts"
+    bits, trials = bit_allocation.allocate_bits(net, evaluate, start, tolerance=0.0, min_bits=2, loss_tolerance=0.03)
+    assert bits == {"0": 3, "2": 4, "4": 4}, "layer 0 spends 2 % of the 3 % allowed; any further bit is 4 %"
+    assert trials[0]["loss"] == pytest.approx(1.0) and all("loss" in t for t in trials)
+    with pytest.raises(ValueError, match="loss_tolerance needs"):
+        bit_allocation.allocate_bits(net, lambda m: 0.9, start, 0.0, loss_tolerance=0.03)
+    with pytest.raises(ValueError, match="loss_tolerance must"):
+        bit_allocation.allocate_bits(net, evaluate, start, 0.0, loss_tolerance=-1)
+
+
 def test_bits_saved_and_bad_input():
     assert bit_allocation.bits_saved({"a": 5, "b": 8}, {"a": 3, "b": 8}, {"a": 100, "b": 7}) == 200
     net = _net()
