@@ -100,6 +100,20 @@ def _rate_step(seen_ones, seen, density, edges):
     return step
 
 
+@numba.njit(cache=True, inline="always")
+def _significance_context(row_ones, row_seen, col_ones, col_seen, density, edges, left):
+    """(row's density step, column's density step, left neighbour kept): one of 128 contexts."""
+    return ((_rate_step(row_ones, row_seen, density, edges) * RATE_STEPS
+             + _rate_step(col_ones, col_seen, density, edges)) * 2 + left)
+
+
+@numba.njit(cache=True, inline="always")
+def _index_class(previous, shift):
+    """The index model: 0 at a row's first survivor (or without context), else 1 + the previous
+    survivor's index >> shift."""
+    return 0 if (shift < 0 or previous < 0) else 1 + (previous >> shift)
+
+
 # ----------------------------------------------------------------------------- the range coder
 # The coder's state lives in scalars passed in and returned as tuples: numba keeps them in
 # registers (held in an array, they went through memory: 36 ns a decision instead of ~9).
@@ -187,8 +201,7 @@ def _encode(alive_rows, alive_cols, positions, indices, nbits, shift, edges, out
         for c in range(cols):
             if not alive_cols[c]:
                 continue
-            ctx = (_rate_step(row_ones, row_seen, density, edges) * RATE_STEPS
-                   + _rate_step(col_ones[c], col_seen[c], density, edges)) * 2 + left
+            ctx = _significance_context(row_ones, row_seen, col_ones[c], col_seen[c], density, edges, left)
             bit = 1 if following < positions.size and positions[following] == r * cols + c else 0
             low, rng, cache, pending, emitted = _encode_bit(low, rng, cache, pending, emitted, out, sig, ctx, bit)
             row_seen += 1
@@ -199,7 +212,7 @@ def _encode(alive_rows, alive_cols, positions, indices, nbits, shift, edges, out
                 col_ones[c] += 1
                 value = indices[following]
                 following += 1
-                cls = 0 if (shift < 0 or prev < 0) else 1 + (prev >> shift)
+                cls = _index_class(prev, shift)
                 node = 1
                 for b in range(nbits - 1, -1, -1):
                     ibit = (value >> b) & 1
@@ -239,8 +252,7 @@ def _decode(data, rows, cols, survivors, codebook_size, nbits, shift, edges, pos
         for c in range(cols):
             if not alive_cols[c]:
                 continue
-            ctx = (_rate_step(row_ones, row_seen, density, edges) * RATE_STEPS
-                   + _rate_step(col_ones[c], col_seen[c], density, edges)) * 2 + left
+            ctx = _significance_context(row_ones, row_seen, col_ones[c], col_seen[c], density, edges, left)
             bit, code, rng, pos = _decode_bit(code, rng, pos, data, sig, ctx)
             row_seen += 1
             col_seen[c] += 1
@@ -250,7 +262,7 @@ def _decode(data, rows, cols, survivors, codebook_size, nbits, shift, edges, pos
                     return _BAD_COUNT
                 row_ones += 1
                 col_ones[c] += 1
-                cls = 0 if (shift < 0 or prev < 0) else 1 + (prev >> shift)
+                cls = _index_class(prev, shift)
                 node = 1
                 for _ in range(nbits):
                     ibit, code, rng, pos = _decode_bit(code, rng, pos, data, tree, node * classes + cls)
