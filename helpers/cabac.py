@@ -6,8 +6,9 @@ NNCodec (the MPEG NNC reference, DeepCABAC) coded LeNet-300-100's weights 4.5 % 
 streams because it adapts as it goes. Units differ in fan-in far more than one density for the
 layer can say, the rows of dead units (``helpers.dead_units``) are empty, and so are the columns
 of the next layer that read them. Coding the mask position by position with contexts that know
-this, fc1 of the Fashion-MNIST LeNet-300-100 (README; 67.8x as version 4) takes 13,158 B instead of 13,515 B, LeNet-5's
-(85.2x) 14,826 B instead of 15,644 B; ``benchmarks/bench_nncodec.py`` compares with NNCodec.
+this, fc1 of the README's Fashion-MNIST LeNet-300-100 takes 13,158 B instead of its streams'
+13,515 B, LeNet-5's 14,826 B instead of 15,644 B; ``benchmarks/bench_nncodec.py`` compares with
+NNCodec.
 
 The code, position by position in C order over the weight seen as (rows = shape[0], columns = the
 rest): first one "alive" bit per row and per column (a row or column with a survivor), then for
@@ -42,9 +43,9 @@ import numba
 import numpy as np
 
 MAX_POSITIONS = 1 << 27   # largest layer (weights) coded this way: VGG16's fc6 (1.03e8) fits
-# the writer keeps this code only when it is this much smaller than the two streams: it decodes at
-# ~10 ns a decision on one core, where rANS lanes decode in parallel (VGG16's random-weight conv
-# layers gain 0.1 % and would add 0.8 s to a 0.35 s load)
+# the writer keeps this code only when it is this much smaller than the two streams: it decodes one
+# decision at a time, where rANS lanes decode in parallel (coding VGG16's random-weight conv layers
+# this way saved 0.1 % and took the file benchmark's load from 0.53 s to 2.1 s, machine loaded)
 MIN_GAIN = 0.01
 ALWAYS_TRY = 1 << 16      # larger layers are tried only when ``may_pay`` says so
 COUNT_LIMIT = 1024        # counts are halved when n0 + n1 reaches it
@@ -58,7 +59,8 @@ _RECIPROCAL = np.array([(1 << 32) // (2 * n + 2) for n in range(COUNT_LIMIT)], d
 
 _OK, _OVERRUN, _BAD_INDEX, _BAD_COUNT, _BAD_END = 0, 1, 2, 3, 4
 _ERRORS = {_OVERRUN: "coded data ends too early", _BAD_INDEX: "an index lies outside the codebook",
-           _BAD_COUNT: "the survivor count differs from the header's", _BAD_END: "coded data does not end where it should"}
+           _BAD_COUNT: "the survivor count differs from the header's",
+           _BAD_END: "coded data does not end where it should"}
 
 
 def index_bits(codebook_size: int) -> int:
@@ -323,7 +325,8 @@ def may_pay(shape, positions) -> bool:
         p = np.clip(count / total, 1e-12, 1 - 1e-12)
         return float((total * -(p * np.log2(p) + (1 - p) * np.log2(1 - p))).sum())
 
-    per_row, per_col = np.bincount(positions // cols, minlength=rows), np.bincount(positions % cols, minlength=cols)
+    per_row = np.bincount(positions // cols, minlength=rows)
+    per_col = np.bincount(positions % cols, minlength=cols)
     alive_rows, alive_cols = int(np.count_nonzero(per_row)), int(np.count_nonzero(per_col))
     by_rows = bits(per_row[per_row > 0], alive_cols) + rows + cols
     by_cols = bits(per_col[per_col > 0], alive_rows) + rows + cols

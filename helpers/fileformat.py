@@ -57,8 +57,8 @@ File layout (all integers little-endian)::
     end-8    b"DCZE" + CRC32 of everything before it.
 
 Version 4 (read, never written) is version 5 without context-coded layers: writing with
-``coders=("huffman", "rans")`` gives its data region byte for byte. Version 3 is version 4 with a crc32 in every section and raw tensors in
-their own dtype only. Version 2 (read, never written) is version 3 with Huffman streams only (no ``coder`` and
+``coders=("huffman", "rans")`` gives its data region byte for byte. Version 3 is version 4 with
+a crc32 in every section and raw tensors in their own dtype only. Version 2 (read, never written) is version 3 with Huffman streams only (no ``coder`` and
 ``lane_symbols`` keys). Version 1 (read, never written) differs from 2 only in that its header is
 plain JSON and its code-length tables are one byte per symbol (and its codebooks may hold unused
 entries). The JSON of a LeNet-5
@@ -217,8 +217,8 @@ def encode_file(create_args, layers, other_tensors=None, metadata=None, *, gap_b
 
     ``layers``: name -> QuantizedLayer; ``gap_bits``: an int for all layers, or a dict name -> int
     (others get 8 for conv, 5 for fc weights). ``coders``: the entropy coders each stream may
-    use (the smaller wins; ``helpers.streams``), and "cabac" if a layer may be coded whole; ``sync_interval`` / ``lane_symbols``: symbols per
-    lane of a Huffman / rANS stream. ``codebook_dtype``: "auto" stores a codebook as float16 when
+    use (the smaller wins; ``helpers.streams``), and "cabac" if a layer may be coded whole;
+    ``sync_interval`` / ``lane_symbols``: symbols per lane of a Huffman / rANS stream. ``codebook_dtype``: "auto" stores a codebook as float16 when
     that is exact (every weight unchanged) and it has 16 entries or more, else float32; "float32" always; "float16" always,
     rounding the weights to half precision (it changes them: check the accuracy).
     """
