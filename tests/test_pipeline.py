@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import bit_allocation, data, load_compressed, models, pipeline, prune_stages, quantization
+from helpers import bit_allocation, config, data, load_compressed, models, pipeline, prune_stages, quantization
 
 REPO = Path(__file__).resolve().parent.parent
 CLASSES = 4
@@ -172,6 +172,16 @@ def test_settings_for_uses_the_default_entry_for_unknown_models():
     assert pipeline.settings_for("cpu", "lenet5")["target_kept"] == 0.075
     assert pipeline.settings_for("ci", "CustomNet", epochs=4)["epochs"] == 4
     assert json.loads(json.dumps(custom))  # a settings record is plain JSON
+
+
+def test_extra_rounds_and_keep_are_per_model_and_a_plain_value_sets_one_model():
+    alexnet, lenet5 = pipeline.settings_for("cpu", "alexnet"), pipeline.settings_for("cpu", "lenet5")
+    assert (alexnet["extra_rounds"], alexnet["extra_keep"]) == (12, 0.9)
+    assert (lenet5["extra_rounds"], lenet5["extra_keep"]) == (8, 0.8)
+    assert pipeline.settings_for("cpu", "CustomNet")["extra_rounds"] == 0, "other models: the plan only"
+    assert pipeline.settings_for("cpu", "lenet5", extra_keep=0.7)["extra_keep"] == 0.7
+    assert pipeline.settings_for("cpu", "lenet300", extra_keep={"lenet5": 0.7})["extra_keep"] == 0.8
+    assert config.get_profile("cpu", extra_rounds=3).for_model("vgg16")["extra_rounds"] == 3
 
 
 def test_dense_control_trains_the_baseline_as_long_with_nothing_pruned(loaders, tmp_path):
