@@ -75,6 +75,7 @@ import json
 import math
 import struct
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -539,13 +540,14 @@ def _parse(buf, max_elements) -> Parsed:
     except ValueError as exc:
         raise CompressedFileError(f"corrupt entropy-coded stream: {exc}") from exc
     layers, streams, decoded = {}, {}, iter(symbols)
+    context_decoded = _decode_context_coded(metas)
     for name, shape, bits, g, n, codebook, context in metas:
         try:
             if context is None:
                 idx, gaps = next(decoded), next(decoded)
                 positions = gap_decode(gaps, g, math.prod(shape), n)
             else:
-                positions, idx = cabac.decode(context[0], shape, n, codebook.size, context[1])
+                positions, idx = context_decoded[name].result()
                 gaps = gap_encode(positions, g)  # what size_report and the benchmarks read
         except ValueError as exc:
             raise CompressedFileError(f"layer {name!r}: {exc}") from exc
@@ -553,6 +555,16 @@ def _parse(buf, max_elements) -> Parsed:
         layers[name] = SparseLayer(shape, bits, codebook, positions, idx)
         streams[name] = (idx, gaps)
     return Parsed(header, layers, tensors, streams, size)
+
+
+def _decode_context_coded(metas) -> dict:
+    """name -> a future of (positions, indices) for every context-coded layer, decoded on as many
+    threads as torch uses (``cabac``'s decoder releases the GIL; each layer is sequential, so
+    AlexNet's fc6 alone bounds the time), largest first."""
+    jobs = sorted((m for m in metas if m[6] is not None), key=lambda m: -math.prod(m[1]))
+    with ThreadPoolExecutor(max_workers=max(1, min(len(jobs), torch.get_num_threads()))) as pool:
+        return {name: pool.submit(cabac.decode, data, shape, n, codebook.size, index_context)
+                for name, shape, _, _, n, codebook, (data, index_context) in jobs}
 
 
 def _check_metadata(meta: dict, in_channels) -> None:
