@@ -255,3 +255,31 @@ def test_a_context_coded_layer_in_an_older_version_is_refused(cabac_file):
     header, data = _split(cabac_file)
     with pytest.raises(CompressedFileError, match="cabac"):
         F.parse(_join(header, data, version=4))
+
+
+def two_context_coded_layers():
+    g = torch.Generator().manual_seed(12)
+    layers = {}
+    for name, (rows, cols) in {"fc1": (120, 200), "fc2": (60, 120)}.items():
+        mask = torch.rand(rows, cols, generator=g) < torch.rand(rows, 1, generator=g) * 0.3
+        layers[name] = QuantizedLayer(torch.arange(32) / 8 - 2, torch.randint(32, (rows, cols), generator=g), mask, 5)
+    return layers
+
+
+def test_layers_decoded_on_parallel_threads_equal_one_thread_and_errors_still_name_the_layer():
+    blob = F.encode_file({"name": "x"}, two_context_coded_layers())
+    header, data = _split(blob)
+    assert all("cabac" in d for d in header["layers"]), "both layers context-coded: the threads share work"
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = F.parse(blob).layers
+        torch.set_num_threads(2)
+        two = F.parse(blob).layers
+        assert all(np.array_equal(one[n].positions, two[n].positions)
+                   and np.array_equal(one[n].indices, two[n].indices) for n in one)
+        header["layers"][1]["survivors"] += 1  # the smaller layer, decoded second
+        with pytest.raises(CompressedFileError, match="fc2"):
+            F.parse(_join(header, data))
+    finally:
+        torch.set_num_threads(threads)
