@@ -32,13 +32,15 @@ import torch
 
 # Indices are unsigned (np.uint64) on purpose: numba wraps a negative signed index around (Python's
 # a[-1]), and LLVM cannot prove a position loaded from rowptr non-negative, so every signed a[j] cost
-# a compare, a cmov and two adds; unsigned ones compile to one load each. Measured (AlexNet's fc6 at
-# 9 %, batch 1, one thread, Zen 5 with the other core busy): 1.89 -> 1.22 ms.
+# a compare, a cmov and two adds; unsigned ones compile to one load each. Measured with
+# ``python benchmarks/bench_runtime.py --threads 1 --only alexnet-64`` on the idle Zen 5 machine:
+# AlexNet's fc layers at batch 1 took 1.64 ms sparse before (commit a530333), 1.15-1.23 ms after.
 # Eight accumulators: one float add chain waits on the add's latency at every survivor (four
 # measured 10 % slower on Zen 5: fc6 of AlexNet at 9 %, 0.95 vs 0.86 ms). No fastmath: LLVM then
 # turns the loop into gathers, which measured ~2x slower than these scalar loads (AVX2 and AVX-512).
 # Sorting each row's survivors by codebook index (summing x per centroid, one multiply per centroid:
-# half the loads per survivor) measured at most 15 % faster on fc6 and slower on fc7 (padding).
+# half the loads per survivor) was tried in a throwaway script: at most 15 % faster on fc6, no faster
+# on fc7 (groups padded to 8), so not kept.
 @numba.njit(parallel=True, cache=True, nogil=True)
 def _shared_matvec(rowptr, cols, idx, codebook, x, y):
     one, eight = np.uint64(1), np.uint64(8)
