@@ -26,12 +26,13 @@ Probabilities are counts (n0, n1) per context, estimated as (n1 + 1/2) / (n + 1)
 n reaches ``COUNT_LIMIT``, so they follow a layer whose statistics drift; the coder is LZMA's
 range coder (32-bit range, byte output with carry propagation) with 16-bit probabilities and a
 64-bit product, so a probability is never coarser than 2**-16. The coder is sequential, so it
-runs in numba (a dependency already, for ``helpers.sparse_kernels``): parsing AlexNet's Sea Animals
-file (all 8 layers context-coded, 55 M decisions) took 0.80 s on one thread while two trainings
-shared the 2 cores, ~14.5 ns a decision (1.25 s before the rate steps were made branch-free and
-the table indices unsigned), so a 1e8-weight layer (VGG16's fc6) would take over a second to
-decode where its rANS lanes take a fraction. ``fileformat`` decodes a file's context-coded layers
-on parallel threads. The writer tries it only on layers that
+runs in numba (a dependency already, for ``helpers.sparse_kernels``), branch-free where it can be
+and with unsigned table indices (numba wraps negative signed ones around, at four instructions an
+access). ``fileformat`` decodes a file's context-coded layers on parallel threads. Parsing AlexNet's
+Sea Animals file (all 8 layers context-coded, 55 M decisions; ``python
+benchmarks/bench_fileformat.py --file runs/sea-cpu/alexnet/alexnet.dcz``, idle 2-core Zen 5) takes
+0.38 s, against 0.80 s at commit a530333 (one thread, plain loops); its fc6 alone is most of it, so a
+1e8-weight layer (VGG16's fc6) would take about a second where its rANS lanes take a fraction. The writer tries it only on layers that
 ``may_pay`` and keeps it when it saves ``MIN_GAIN`` or more.
 
 Integrity: a decoder that reads past the data, decodes an index outside the codebook, a different
