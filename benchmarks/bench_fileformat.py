@@ -78,7 +78,7 @@ def per_stream_kind(parsed) -> dict:
     from helpers import huffman
 
     def bound(d, pos):
-        symbols = parsed.streams[d["name"]][pos]
+        symbols = parsed.symbols(d["name"])[pos]
         return huffman.entropy_bits(np.bincount(symbols)) / 8 if symbols.size else 0
 
     out = {}

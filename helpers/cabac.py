@@ -32,8 +32,8 @@ access). ``fileformat`` decodes a file's context-coded layers on parallel thread
 Sea Animals file (all 8 layers context-coded, 55 M decisions; ``python
 benchmarks/bench_fileformat.py --file runs/sea-cpu/alexnet/alexnet.dcz``, idle 2-core Zen 5) takes
 0.38 s, against 0.80 s at commit a530333 (one thread, plain loops); its fc6 alone is most of it, so a
-1e8-weight layer (VGG16's fc6) would take about a second where its rANS lanes take a fraction. The writer tries it only on layers that
-``may_pay`` and keeps it when it saves ``MIN_GAIN`` or more.
+1e8-weight layer (VGG16's fc6) would take about a second where its rANS lanes take a fraction.
+The writer tries it only on layers that ``may_pay`` and keeps it when it saves ``MIN_GAIN`` or more.
 
 Integrity: a decoder that reads past the data, decodes an index outside the codebook, a different
 survivor count, or ends anywhere but the last byte raises ``ValueError``.

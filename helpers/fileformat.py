@@ -417,8 +417,17 @@ class Parsed:
     header: dict
     layers: dict    # name -> SparseLayer
     tensors: dict   # name -> Tensor
-    streams: dict   # name -> (index symbols, gap symbols)
+    streams: dict   # name -> (index symbols, gap symbols), stream-coded layers only
     file_bytes: int
+
+    def symbols(self, name: str) -> tuple:
+        """(index symbols, gap symbols) of a layer: as its streams hold them, or for a context-coded
+        layer as two streams would (rebuilt here, for reports: the load path never needs them)."""
+        if name in self.streams:
+            return self.streams[name]
+        gap_bits = next(d["gap_bits"] for d in self.header["layers"] if d["name"] == name)
+        layer = self.layers[name]
+        return layer.indices, gap_encode(layer.positions, gap_bits)
 
 
 def parse(buf, max_elements: int = MAX_ELEMENTS) -> Parsed:
@@ -546,14 +555,13 @@ def _parse(buf, max_elements) -> Parsed:
             if context is None:
                 idx, gaps = next(decoded), next(decoded)
                 positions = gap_decode(gaps, g, math.prod(shape), n)
+                streams[name] = (idx, gaps)
             else:
                 positions, idx = context_decoded[name].result()
-                gaps = gap_encode(positions, g)  # what size_report and the benchmarks read
         except ValueError as exc:
             raise CompressedFileError(f"layer {name!r}: {exc}") from exc
         _need(name not in layers, f"header repeats layer {name!r}")
         layers[name] = SparseLayer(shape, bits, codebook, positions, idx)
-        streams[name] = (idx, gaps)
     return Parsed(header, layers, tensors, streams, size)
 
 
@@ -562,6 +570,8 @@ def _decode_context_coded(metas) -> dict:
     threads as torch uses (``cabac``'s decoder releases the GIL; each layer is sequential, so
     AlexNet's fc6 alone bounds the time), largest first."""
     jobs = sorted((m for m in metas if m[6] is not None), key=lambda m: -math.prod(m[1]))
+    if not jobs:
+        return {}
     with ThreadPoolExecutor(max_workers=max(1, min(len(jobs), torch.get_num_threads()))) as pool:
         return {name: pool.submit(cabac.decode, data, shape, n, codebook.size, index_context)
                 for name, shape, _, _, n, codebook, (data, index_context) in jobs}
@@ -712,7 +722,7 @@ def size_report(path_or_layers, other_tensors=None, *, gap_bits=None) -> list[di
     p = parse(blob)
     rows, tot = [], dict.fromkeys(("weights", "kept", "ibits", "gbits", "pq", "pqh", "hi", "hg"), 0.0)
     for d in p.header["layers"]:
-        s, (idx, gaps) = p.layers[d["name"]], p.streams[d["name"]]
+        s, (idx, gaps) = p.layers[d["name"]], p.symbols(d["name"])
         numel, n, k, g = math.prod(s.shape), s.positions.size, s.codebook.size, d["gap_bits"]
         ibits, gbits = _layer_bits(d, s)
         pq = n * s.bits + gaps.size * g + 32 * k
