@@ -1,10 +1,13 @@
 """Sparse matrix products straight from the shared-weight form (paper section 3 + EIE's idea).
 
 A pruned, quantized layer is kept as row-compressed survivors: ``rowptr`` (int32, one per output
-row + 1), ``cols`` (uint16 column of each survivor when the layer has at most 65,536 inputs, else
-int32) and ``idx`` (uint8 codebook index for <= 256 centroids, else uint16), plus the float32
+row + 1), ``cols`` (uint16 column of each survivor when the layer has fewer than 65,536 inputs,
+else int32) and ``idx`` (uint8 codebook index for <= 256 centroids, else uint16), plus the float32
 codebook. That is 3 bytes per survivor instead of fp32 CSR's 8 (value + int32 column), and the
 kernel looks the weight up in the codebook (32 or 256 floats: always in L1) as it multiplies.
+In the grouped layout (``group`` 4, ``helpers.sparse.SharedCSR``) four columns share one index, so
+the kernels sum four inputs and multiply once: at batch 1 the kernel is bound by its float loads
+(x and the codebook), and this removes three codebook loads in four.
 
 Why numba. A kernel of our own is needed for the uint8/uint16 form (no maintained library
 multiplies through a codebook), and numba compiles it at run time from PyPI wheels alone (numba +
@@ -38,9 +41,9 @@ import torch
 # Eight accumulators: one float add chain waits on the add's latency at every survivor (four
 # measured 10 % slower on Zen 5: fc6 of AlexNet at 9 %, 0.95 vs 0.86 ms). No fastmath: LLVM then
 # turns the loop into gathers, which measured ~2x slower than these scalar loads (AVX2 and AVX-512).
-# Sorting each row's survivors by codebook index (summing x per centroid, one multiply per centroid:
-# half the loads per survivor) was tried in a throwaway script: at most 15 % faster on fc6, no faster
-# on fc7 (groups padded to 8), so not kept.
+# Looping over each centroid's run of a row sorted by index (one multiply per centroid) was at most
+# 15 % faster on fc6, no faster on fc7: a mispredicted loop exit per run. The grouped kernels below
+# keep the saving without the branches.
 @numba.njit(parallel=True, cache=True, nogil=True)
 def _shared_matvec(rowptr, cols, idx, codebook, x, y):
     one, eight = np.uint64(1), np.uint64(8)
@@ -81,6 +84,53 @@ def _shared_matmul(rowptr, cols, idx, codebook, x, y):
             j += np.uint64(1)
 
 
+# The grouped layout (SharedCSR with group 4): each chunk is four columns sharing one codebook index,
+# padding slots read x[width] = 0. Four chunks (16 survivors) per step into four accumulators: one
+# codebook load per chunk instead of one per survivor, and still one loop per row with no branch on
+# the data (looping over each centroid's run instead costs a mispredicted exit per run: no faster).
+@numba.njit(inline="always")
+def _sum4(x, cols, j):
+    """x summed over the four columns of the chunk starting at slot j."""
+    return (x[cols[j]] + x[cols[j + np.uint64(1)]]) + (x[cols[j + np.uint64(2)]] + x[cols[j + np.uint64(3)]])
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _grouped_matvec(rowptr, cols, idx, codebook, x, y):
+    one, four = np.uint64(1), np.uint64(4)
+    for r in numba.prange(rowptr.size - 1):
+        a0 = a1 = a2 = a3 = np.float32(0.0)
+        c, end = np.uint64(rowptr[r]), np.uint64(rowptr[r + 1])
+        while c + four <= end:
+            j = c * four
+            a0 += codebook[idx[c]] * _sum4(x, cols, j)
+            a1 += codebook[idx[c + one]] * _sum4(x, cols, j + four)
+            a2 += codebook[idx[c + np.uint64(2)]] * _sum4(x, cols, j + np.uint64(8))
+            a3 += codebook[idx[c + np.uint64(3)]] * _sum4(x, cols, j + np.uint64(12))
+            c += four
+        while c < end:
+            a0 += codebook[idx[c]] * _sum4(x, cols, c * four)
+            c += one
+        y[r] = (a0 + a1) + (a2 + a3)
+
+
+# Batch n: the chunk's four x rows are summed, then multiplied once, so y's row is read and written once
+# per chunk, not per survivor. Measured (throwaway script, 4096 x 9216 at 9 %, 32 centroids, batch 32,
+# idle 2-core Zen 5, best of 60): 5.1 ms as group 1, 2.5 ms grouped; 3.7 ms when x's rows are not
+# 64-byte aligned (each 128-byte row then spans three cache lines), hence the aligned copy below.
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _grouped_matmul(rowptr, cols, idx, codebook, x, y):
+    n, one, four = x.shape[1], np.uint64(1), np.uint64(4)
+    for r in numba.prange(rowptr.size - 1):
+        for b in range(n):
+            y[r, b] = np.float32(0.0)
+        for c in range(np.uint64(rowptr[r]), np.uint64(rowptr[r + 1])):
+            w, j = codebook[idx[c]], c * four
+            c0, c1 = np.uint64(cols[j]), np.uint64(cols[j + one])
+            c2, c3 = np.uint64(cols[j + np.uint64(2)]), np.uint64(cols[j + np.uint64(3)])
+            for b in range(n):
+                y[r, b] += w * ((x[c0, b] + x[c1, b]) + (x[c2, b] + x[c3, b]))
+
+
 # numba's threading layer is left to numba ("default": tbb if installed, else OpenMP, else its
 # 'workqueue'), or to $NUMBA_THREADING_LAYER. Measured on an idle 2-core Zen 5 (``python
 # benchmarks/bench_runtime.py --only alexnet-64``, commit 15671da), AlexNet's fc layers at batch 1 /
@@ -90,17 +140,36 @@ def _shared_matmul(rowptr, cols, idx, codebook, x, y):
 # NUMBA_THREADING_LAYER=workqueue.
 
 
-def shared_matmul(rowptr, cols, idx, codebook, x: np.ndarray) -> np.ndarray:
-    """``W @ x`` for the shared-weight CSR ``W`` (out, in) and ``x`` float32 (in,) or (in, n).
+def shared_matmul(rowptr, cols, idx, codebook, x: np.ndarray, group: int = 1) -> np.ndarray:
+    """``W @ x`` for the shared-weight CSR ``W`` (out, in) and ``x`` float32 (in,) or (in, n);
+    ``group``: column slots per codebook index (``helpers.sparse.SharedCSR``: 1 or 4).
 
     The kernels do no bounds checks: the caller (``helpers.sparse``) checks ``x``'s length."""
-    x = np.ascontiguousarray(x, dtype=np.float32)
+    if group not in (1, 4):
+        raise ValueError(f"group={group!r}: the kernels take 1 or 4")
     if numba.get_num_threads() != torch.get_num_threads():
         numba.set_num_threads(min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
-    if x.ndim == 1:
-        y = np.empty(rowptr.size - 1, dtype=np.float32)
-        _shared_matvec(rowptr, cols, idx, codebook, x, y)
+    rows = rowptr.size - 1
+    if group == 4 or (x.ndim == 2 and not _aligned(x)):
+        padded = _aligned_empty((x.shape[0] + (group == 4), *x.shape[1:]))
+        padded[:x.shape[0]] = x
+        padded[x.shape[0]:] = 0.0  # what the padding slots' column (x.shape[0]) reads
+        x = padded
     else:
-        y = np.empty((rowptr.size - 1, x.shape[1]), dtype=np.float32)
-        _shared_matmul(rowptr, cols, idx, codebook, x, y)
+        x = np.ascontiguousarray(x, dtype=np.float32)
+    y = np.empty((rows, *x.shape[1:]), dtype=np.float32)
+    kernels = {(1, 1): _shared_matvec, (1, 2): _shared_matmul, (4, 1): _grouped_matvec, (4, 2): _grouped_matmul}
+    kernels[group, x.ndim](rowptr, cols, idx, codebook, x, y)
     return y
+
+
+def _aligned(x: np.ndarray) -> bool:
+    return x.dtype == np.float32 and x.flags.c_contiguous and x.ctypes.data % 64 == 0
+
+
+def _aligned_empty(shape) -> np.ndarray:
+    """float32 array whose data starts on a 64-byte cache line."""
+    size = int(np.prod(shape))
+    raw = np.empty(size + 16, dtype=np.float32)
+    start = (-raw.ctypes.data % 64) // 4
+    return raw[start:start + size].reshape(shape)

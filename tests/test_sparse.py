@@ -39,23 +39,54 @@ def test_shared_csr_from_known_positions():
     assert y.tolist() == [[90.0, 50.0]]
 
 
+def test_grouped_layout_from_known_positions():
+    # 2 x 5 weight, codebook [10, 20, 30]: row 0 keeps (0: index 1), (2: index 0), (4: index 1); row 1
+    # keeps (3: index 2). Each index's run is padded to four slots with column 5 (the width).
+    s = SparseLayer((2, 5), 2, np.array([10, 20, 30], np.float32), np.array([0, 2, 4, 8]), np.array([1, 0, 1, 2]))
+    m = SharedCSR.from_layer(s, group=4)
+    assert m.group == 4 and m.nnz == 4 and m.density == 0.4
+    assert m.rowptr.tolist() == [0, 2, 3] and m.idx.tolist() == [0, 1, 2]
+    assert m.cols.tolist() == [2, 5, 5, 5, 0, 4, 5, 5, 3, 5, 5, 5]
+    np.testing.assert_array_equal(m.to_scipy().toarray(), s.dense().numpy())
+    x = torch.tensor([[1.0, 2.0, 3.0, 4.0, 5.0], [0.0, 1.0, 0.0, 1.0, 0.0]])
+    assert sparse.SparseLinear(m, None, "shared")(x).tolist() == [[150.0, 120.0], [0.0, 30.0]]
+    assert sparse.SparseLinear(m, None, "shared")(x[:1]).tolist() == [[150.0, 120.0]]
+
+
+def test_group_chosen_from_the_padding():
+    long_runs = layer((8, 4000), 0.5, k=4)  # ~250 survivors per (row, index): padding under 1 %
+    assert SharedCSR.from_layer(long_runs).group == 4
+    short_runs = layer((8, 400), 0.1, k=32)  # ~1.3 per run: mostly padding
+    assert SharedCSR.from_layer(short_runs).group == 1
+    assert SharedCSR.from_layer(long_runs, group=1).group == 1
+    with pytest.raises(ValueError, match="group=3"):
+        SharedCSR.from_layer(long_runs, group=3)
+    with pytest.raises(ValueError, match="at most 256"):
+        SharedCSR.from_layer(layer((4, 40), 0.5, k=300), group=4)
+    assert SharedCSR.from_layer(layer((4, 40), 0.5, k=300)).group == 1
+
+
 def test_conv_weight_rows_follow_unfold_order():
     s = layer((4, 3, 2, 2), 0.5)
     np.testing.assert_array_equal(SharedCSR.from_layer(s).to_scipy().toarray(), s.dense().reshape(4, 12).numpy())
 
 
-@pytest.mark.parametrize("shape,k", [((37, 50), 32), ((5, 70000), 300), ((8, 20), 4)])
+@pytest.mark.parametrize("shape,k,group", [((37, 50), 32, 1), ((5, 70000), 300, 1), ((8, 20), 4, 1),
+                                           ((37, 50), 32, 4), ((5, 70000), 32, 4), ((9, 300), 2, 4)])
 @pytest.mark.parametrize("n", [None, 1, 7, 300])
-def test_kernel_matches_scipy_oracle(shape, k, n):
+def test_kernel_matches_scipy_oracle(shape, k, group, n):
     from helpers.sparse_kernels import shared_matmul
 
-    m = SharedCSR.from_layer(layer(shape, 0.1, k))
+    m = SharedCSR.from_layer(layer(shape, 0.1, k), group=group)
     assert m.cols.dtype == (np.int32 if shape[1] > 65536 else np.uint16)
     assert m.idx.dtype == (np.uint16 if k > 256 else np.uint8)
     rng = np.random.default_rng(1)
     x = rng.standard_normal(shape[1] if n is None else (shape[1], n)).astype(np.float32)
-    y = shared_matmul(m.rowptr, m.cols, m.idx, m.codebook, x)
-    np.testing.assert_allclose(y, m.to_scipy() @ x, rtol=1e-5, atol=1e-4)
+    y = shared_matmul(m.rowptr, m.cols, m.idx, m.codebook, x, group=group)
+    expected = m.to_scipy().astype(np.float64) @ x.astype(np.float64)
+    # float32 sums of up to ~7,000 terms in another order: error relative to the largest output
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+    np.testing.assert_allclose(m.to_scipy().toarray(), layer(shape, 0.1, k).dense().reshape(shape[0], -1))
 
 
 def test_empty_layer_and_empty_rows():
@@ -113,14 +144,20 @@ def files(tmp_path_factory):
 
 
 @pytest.mark.parametrize("name", [c[0] for c in CASES])
-@pytest.mark.parametrize("break_even", [None, {"linear": 1.1, "conv": 1.1}], ids=["chosen", "all-sparse"])
-def test_sparse_model_matches_dense_load(files, name, break_even, monkeypatch):
+@pytest.mark.parametrize("break_even,grouped", [(None, False), ({"linear": 1.1, "conv": 1.1}, False),
+                                                ({"linear": 1.1, "conv": 1.1}, True)],
+                         ids=["chosen", "all-sparse", "all-sparse-grouped"])
+def test_sparse_model_matches_dense_load(files, name, break_even, grouped, monkeypatch):
     path, channels, size = files[name]
+    if grouped:  # every layer with <= 256 centroids in the grouped layout, however much padding
+        monkeypatch.setattr(sparse, "MAX_PADDING", 1e9)
     dense = fileformat.load_compressed(path, quantized=False).eval()
     if break_even:  # every layer sparse: no dense weight may be built
         monkeypatch.setattr(SparseLayer, "dense", lambda self: pytest.fail("dense weight materialised"))
     model = sparse.load_sparse(path, break_even=break_even)
     assert not any(p.requires_grad for p in model.parameters()) and not model.training
+    if grouped:
+        assert {m.group for m in model.modules() if isinstance(m, sparse._SparseBase)} == {4}
     if break_even:
         assert set(model.sparse_plan.values()) == {"sparse"}
         assert not any(isinstance(m, (nn.Linear, nn.Conv2d)) for m in model.modules())
