@@ -4,7 +4,8 @@ alone (the paper's Fig. 9 measure), resident weight bytes, and the memory a fres
 loading the file each way.
 
 Latencies are medians of repeated forwards with the three forms timed in turn, round after round,
-so that a machine shared with other jobs slows all three alike and their ratios hold.
+so that a machine shared with other jobs slows all three alike and their ratios hold; each round of a
+form starts with one untimed forward of it, so no form is timed in the cache state another left.
 """
 
 from __future__ import annotations
@@ -96,7 +97,12 @@ def _runner(model: nn.Module, x: torch.Tensor, part: str):
 
 def latencies_ms(forms: dict, x: torch.Tensor, part: str = "all", rounds: int = 15, repeats: int = 3) -> dict:
     """(median, best) ms per forward of each model in ``forms`` (label -> module), timed in turn, round
-    by round (``repeats`` forwards per round)."""
+    by round (``repeats`` forwards per round).
+
+    Each round's timed forwards follow one untimed forward of the same model: the steady state of a
+    process serving that model, with its own weights in the caches as far as they fit, not the
+    previous form's. Without it the order of the forms decided the result: AlexNet's fc layers as
+    int8 (55 MB) took 0.91 ms after the sparse form (12 MB) and 1.48 ms after the dense one (228 MB)."""
     runs = {k: _runner(m, x, part) for k, m in forms.items()}
     times = {k: [] for k in forms}
     with torch.inference_mode():
@@ -105,6 +111,7 @@ def latencies_ms(forms: dict, x: torch.Tensor, part: str = "all", rounds: int = 
             run()
         for _ in range(rounds):
             for k, run in runs.items():
+                run()
                 t0 = time.perf_counter()
                 for _ in range(repeats):
                     run()
