@@ -14,13 +14,15 @@ materialised, not even while loading.
 
 Which layers run sparse is decided per layer from its density and the measured cost of each form
 (``BREAK_EVEN``): a layer runs sparse when its density is below the break-even density of its
-kind, where the kernel's cost per survivor equals the dense op's cost per weight. Measured on the
-2-core AVX2 development machine under a load average of 14 (best of 5 rounds, ``python
-benchmarks/bench_runtime.py --calibrate``): AlexNet's fc6 (memory-bound dense, ~4 bytes per weight
-per call) at batch 1 is 6x faster sparse at 2 %, 2x at 10 %, and breaks even near 21 %; its
-conv3 at 224 px (dense through oneDNN, high arithmetic intensity; sparse as im2col x sparse)
-breaks even near 6 %. So AlexNet at the paper's densities runs fc6 and fc7 (9 %) sparse, and its
-fc8 (25 %, 0.4 MB) and convolutions (35-84 %) dense.
+kind. Measured on the idle 2-core Zen 5 development machine (best of 10 rounds, ``python
+benchmarks/bench_runtime.py --calibrate``, commit 2c1c12c's kernels): AlexNet's fc6 is faster
+sparse at every density tried up to 80 % at batch 1 (dense fp32 is memory-bound at 4 bytes a
+weight; 0.68 vs 5.5 ms at 10 %, 3.9 vs 5.2 ms at 80 %) and up to 66 % at batch 32 (3.1 vs 18.7 ms
+at 10 %), so Linear layers run sparse below 50 %. Its conv3 at 224 px (dense through oneDNN, high
+arithmetic intensity; sparse as im2col x sparse) broke even between 3 % and 11 % at batch 1 in three
+runs, and was slower sparse at every density at batch 32 (36.6 vs 21.2 ms at 2 %), so convolutions
+run sparse only below 6 %. AlexNet at the paper's densities thus runs its fc layers (9 %, 9 %,
+25 %) sparse and its convolutions (35-84 %) dense.
 
 Without numba the sparse layers use scipy's fp32 CSR (8 bytes per survivor), with one warning.
 The runtime is CPU-only: ``map_location`` other than cpu gives the plain dense load (no sparse
@@ -41,7 +43,7 @@ from torch import nn
 from . import fileformat, models
 
 # density below which a layer runs sparse, by kind (see the module docstring for how measured)
-BREAK_EVEN = {"linear": 0.2, "conv": 0.06}
+BREAK_EVEN = {"linear": 0.5, "conv": 0.06}
 KERNELS = ("auto", "shared", "csr")
 
 

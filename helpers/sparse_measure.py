@@ -205,30 +205,40 @@ def _random_layer(shape, density, bits, rng) -> fileformat.SparseLayer:
                                   positions, rng.integers(0, 2 ** bits, positions.size))
 
 
-def calibrate(densities=(0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.6), rounds: int = 10, seed: int = 0) -> dict:
-    """Best-of-``rounds`` ms of dense vs sparse at each density for AlexNet's fc6 (batch 1) and its
-    conv3 at 224 px (13 x 13 input), and the density where they cross: ``helpers.sparse.BREAK_EVEN``."""
+def calibrate(densities=(0.02, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8), rounds: int = 10, seed: int = 0,
+              batches=(1, 32)) -> dict:
+    """Best-of-``rounds`` ms of dense vs sparse at each density for AlexNet's fc6 and its conv3 at
+    224 px (13 x 13 input), at each batch size, and the density where they cross (None: no crossing
+    in ``densities``). Keys ``linear_b1``, ``conv_b32``, ...: ``helpers.sparse.BREAK_EVEN``."""
     from .sparse import SharedCSR, SparseConv2d, SparseLinear, resolve_kernel
 
     rng, kernel, out = np.random.default_rng(seed), resolve_kernel("auto"), {}
-    cases = {"linear": (nn.Linear(9216, 4096), torch.randn(1, 9216)),
-             "conv": (nn.Conv2d(192, 384, 3, padding=1), torch.randn(1, 192, 13, 13))}
-    for kind, (dense, x) in cases.items():
+    layers = {"linear": nn.Linear(9216, 4096), "conv": nn.Conv2d(192, 384, 3, padding=1)}
+    for kind, dense in layers.items():
         dense.eval().requires_grad_(False)
-        rows = []
-        for density in densities:
-            layer = _random_layer(dense.weight.shape, density, 5 if kind == "linear" else 8, rng)
-            dense.weight.data = layer.dense()
-            matrix = SharedCSR.from_layer(layer)
-            sparse = SparseLinear(matrix, dense.bias, kernel) if kind == "linear" else \
-                SparseConv2d(dense, matrix, kernel)
-            ms = latencies_ms({"dense": dense, "sparse": sparse}, x, "all", rounds)
-            rows.append({"density": density, "dense_ms": ms["dense"][1], "sparse_ms": ms["sparse"][1]})
-        ratio = [r["sparse_ms"] / r["dense_ms"] for r in rows]
-        crossing = next((densities[i] + (1 - ratio[i]) * (densities[i + 1] - densities[i]) / (ratio[i + 1] - ratio[i])
-                         for i in range(len(rows) - 1) if ratio[i] <= 1 < ratio[i + 1]), None)
-        out[kind] = {"rows": rows, "break_even": crossing}
+        for batch in batches:
+            x = torch.randn(batch, 9216) if kind == "linear" else torch.randn(batch, 192, 13, 13)
+            rows = []
+            for density in densities:
+                layer = _random_layer(dense.weight.shape, density, 5 if kind == "linear" else 8, rng)
+                dense.weight.data = layer.dense()
+                matrix = SharedCSR.from_layer(layer)
+                sparse = SparseLinear(matrix, dense.bias, kernel) if kind == "linear" else \
+                    SparseConv2d(dense, matrix, kernel)
+                ms = latencies_ms({"dense": dense, "sparse": sparse}, x, "all", rounds)
+                rows.append({"density": density, "dense_ms": ms["dense"][1], "sparse_ms": ms["sparse"][1],
+                             "group": matrix.group})
+            out[f"{kind}_b{batch}"] = {"rows": rows, "break_even": _crossing(densities, rows)}
     return out
+
+
+def _crossing(densities, rows):
+    """The density where sparse_ms / dense_ms crosses 1, interpolated; 0 when sparse is never faster."""
+    ratio = [r["sparse_ms"] / r["dense_ms"] for r in rows]
+    if ratio[0] > 1:
+        return 0.0
+    return next((densities[i] + (1 - ratio[i]) * (densities[i + 1] - densities[i]) / (ratio[i + 1] - ratio[i])
+                 for i in range(len(rows) - 1) if ratio[i] <= 1 < ratio[i + 1]), None)
 
 
 def int8_backends(rounds: int = 10) -> dict:
