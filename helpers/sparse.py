@@ -287,7 +287,7 @@ def load_sparse(path, map_location="cpu", *, model=None, kernel: str = "auto", b
     assert not unexpected and set(missing) == {f"{n}.weight" for n, how in plan.items() if how == "sparse"}
     for name, how in plan.items():
         if how == "sparse":
-            matrix = SharedCSR.from_layer(parsed.layers.pop(name))
+            matrix = SharedCSR.from_layer(parsed.layers.pop(name), group=1 if kernel == "csr" else None)
             old = found[name]
             new = SparseLinear(matrix, old.bias, kernel) if isinstance(old, nn.Linear) else \
                 SparseConv2d(old, matrix, kernel)
