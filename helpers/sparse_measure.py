@@ -102,7 +102,8 @@ def latencies_ms(forms: dict, x: torch.Tensor, part: str = "all", rounds: int = 
     Each round's timed forwards follow one untimed forward of the same model: the steady state of a
     process serving that model, with its own weights in the caches as far as they fit, not the
     previous form's. Without it the order of the forms decided the result: AlexNet's fc layers as
-    int8 (55 MB) took 0.91 ms after the sparse form (12 MB) and 1.48 ms after the dense one (228 MB)."""
+    int8 (55 MB) took 0.91 ms after the sparse form (12 MB; ``bench_runtime.py --only alexnet-64``)
+    and 1.48 ms after the dense one (228 MB; a throwaway script timing them in that order)."""
     runs = {k: _runner(m, x, part) for k, m in forms.items()}
     times = {k: [] for k in forms}
     with torch.inference_mode():
