@@ -18,6 +18,7 @@ took 5 ms and AlexNet's 64 px convolutions ~130 ms instead of a few; ``--threads
 waits and shows the single-core cost of each form.
 
     python benchmarks/bench_runtime.py [--rounds 15] [--threads N] [--only alexnet-64]
+    python benchmarks/bench_runtime.py --file runs/sea-cpu/alexnet/alexnet.dcz   # a file of yours
     python benchmarks/bench_runtime.py --calibrate     # break-even densities (helpers.sparse.BREAK_EVEN)
     python benchmarks/bench_runtime.py --int8-backends  # torch.ao vs torchao int8 Linear (helpers.int8)
 
@@ -43,14 +44,19 @@ from helpers import sparse_measure  # noqa: E402
 CASES = {"alexnet-64": ("alexnet", 64), "alexnet-224": ("alexnet", 224), "vgg16-32": ("vgg16", 32)}
 
 
-def run_cases(names, rounds, folder):
+def run_cases(names, rounds, folder, files=()):
+    """Rows for the random-weight cases ``names`` (written to ``folder``) and for existing ``files``."""
     results = []
-    for key in names:
-        name, size = CASES[key]
-        path = os.path.join(folder, f"{key}.dcz")
-        t0 = time.perf_counter()
-        sparse_measure.random_compressed_file(path, name, size)
-        print(f"{key}: file {os.path.getsize(path) / 1e6:.2f} MB in {time.perf_counter() - t0:.0f} s", flush=True)
+    for key in [*names, *files]:
+        if key in CASES:
+            name, size = CASES[key]
+            path = os.path.join(folder, f"{key}.dcz")
+            t0 = time.perf_counter()
+            sparse_measure.random_compressed_file(path, name, size)
+            print(f"{key}: file {os.path.getsize(path) / 1e6:.2f} MB in {time.perf_counter() - t0:.0f} s", flush=True)
+        else:
+            path = key
+            print(f"{path}: {os.path.getsize(path) / 1e6:.2f} MB", flush=True)
         for row in sparse_measure.compare(path, batches=(1, 32), rounds=rounds):
             results.append(row)
             print(f"  {row['part']:>3} batch {row['batch']:>2}: dense {row['dense_ms']:8.2f}  int8 "
@@ -68,7 +74,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--threads", type=int, default=None, help="torch and numba threads (default: torch's)")
-    parser.add_argument("--only", nargs="+", choices=list(CASES), default=list(CASES))
+    parser.add_argument("--only", nargs="+", choices=list(CASES), default=None,
+                        help="random-weight cases to run (default: all, or none with --file)")
+    parser.add_argument("--file", nargs="+", default=[], help="compressed files of yours to measure")
     parser.add_argument("--calibrate", action="store_true")
     parser.add_argument("--int8-backends", action="store_true")
     args = parser.parse_args(argv)
@@ -80,8 +88,12 @@ def main(argv=None):
     elif args.int8_backends:
         out = sparse_measure.int8_backends()
     else:
+        missing = [f for f in args.file if not os.path.isfile(f)]
+        if missing:
+            parser.error(f"no such file: {', '.join(missing)}")
+        names = args.only if args.only is not None else ([] if args.file else list(CASES))
         with tempfile.TemporaryDirectory() as folder:
-            out = {"results": run_cases(args.only, args.rounds, folder)}
+            out = {"results": run_cases(names, args.rounds, folder, args.file)}
     out.update(info, load_avg_end=os.getloadavg()[0])
     print(json.dumps(out))
 
