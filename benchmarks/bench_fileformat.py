@@ -42,7 +42,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from helpers import fileformat, models  # noqa: E402
+from helpers import fileformat, models, streams  # noqa: E402
 from helpers.quantization import QuantizedLayer  # noqa: E402
 
 # Paper Table 5 (VGG16): weights kept per layer.
@@ -89,7 +89,7 @@ def per_stream_kind(parsed) -> dict:
             if "cabac" in d:
                 continue
             entry = d[kind]
-            coded += fileformat._stream_bytes(entry)
+            coded += streams.stream_bytes(entry)
             entropy += bound(d, pos)
             coders[entry.get("coder", "huffman")] = coders.get(entry.get("coder", "huffman"), 0) + 1
         out[kind] = {"coded_bytes": int(coded), "entropy_bytes": round(entropy),

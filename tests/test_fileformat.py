@@ -14,6 +14,7 @@ from torch.nn.utils import parametrize
 
 import helpers
 from helpers import fileformat as F
+from helpers import fileformat_read
 from helpers import models
 from helpers.fileformat import CompressedFileError
 from helpers.quantization import QuantizedLayer
@@ -623,12 +624,12 @@ def test_a_header_inflating_past_the_limit_is_refused(small_file, monkeypatch):
     with pytest.raises(CompressedFileError, match="inflates"):
         F.parse(frame(bomb(F.MAX_HEADER_BYTES), data))
     # at a small limit: up to the limit is fine, one byte more is not
-    monkeypatch.setattr(F, "MAX_HEADER_BYTES", len(text) + 100)
+    monkeypatch.setattr(fileformat_read, "MAX_HEADER_BYTES", len(text) + 100)
     F.parse(padded(99))
     with pytest.raises(CompressedFileError, match="inflates"):
         F.parse(padded(100))
     # a bomb 256x the limit is refused having inflated no more than the limit
-    monkeypatch.setattr(F, "MAX_HEADER_BYTES", 1 << 18)
+    monkeypatch.setattr(fileformat_read, "MAX_HEADER_BYTES", 1 << 18)
     bad = frame(bomb(64 << 20), data)
     tracemalloc.start()
     try:

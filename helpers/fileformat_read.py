@@ -1,0 +1,356 @@
+"""Reading ``.dcz`` files (the format: ``helpers.fileformat``): parse and check every byte before
+allocating, decode the layers, rebuild the model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from . import cabac, huffman
+from . import streams as coding
+from .fileformat_layout import (CREATE_KEYS, DTYPES, MAGIC, MAX_ELEMENTS, MAX_HEADER_BYTES,
+                                READABLE_VERSIONS, TRAILER, CompressedFileError, Contents, SparseLayer,
+                                gap_decode, gap_encode)
+
+def _need(cond, message):
+    if not cond:
+        raise CompressedFileError(message)
+
+
+def _int(d, key, lo, hi, where):
+    v = d.get(key) if isinstance(d, dict) else None
+    _need(type(v) is int and lo <= v <= hi, f"{where}: '{key}' missing or out of range [{lo}, {hi}]")
+    return v
+
+
+def _section(d, key, where, buf, start, data_bytes, used, length=None, crc_required=True):
+    s = d.get(key) if isinstance(d, dict) else None
+    _need(isinstance(s, dict), f"{where}: section '{key}' missing")
+    off, n = _int(s, "offset", 0, data_bytes, where), _int(s, "length", 0, data_bytes, where)
+    _need(off + n <= data_bytes, f"{where}: section '{key}' lies outside the file")
+    _need(length is None or n == length, f"{where}: section '{key}' has {n} bytes, expected {length}")
+    data = buf[start + off:start + off + n]
+    # versions 1-3 keep a CRC32 per section; version 4 only the file's (checked before any section)
+    _need((not crc_required and "crc32" not in s) or zlib.crc32(data) == _int(s, "crc32", 0, 2**32 - 1, where),
+          f"{where}: section '{key}' fails its CRC32")
+    used.append((off, n))
+    return data, start + off
+
+
+def _inflate_header(data: bytes) -> bytes:
+    """The JSON of a version-2 header; never inflates more than MAX_HEADER_BYTES (zlib bombs)."""
+    inflater = zlib.decompressobj()
+    try:
+        text = inflater.decompress(data, MAX_HEADER_BYTES)
+    except zlib.error as exc:
+        raise CompressedFileError(f"header is not valid zlib data: {exc}") from exc
+    _need(not inflater.unconsumed_tail and len(text) < MAX_HEADER_BYTES,
+          f"header inflates to {MAX_HEADER_BYTES} bytes or more: refused")
+    _need(inflater.eof and not inflater.unused_data,
+          "header's zlib stream is cut short or followed by stray bytes")
+    return text
+
+
+def _unique_dict(pairs):
+    keys = [k for k, _ in pairs]
+    _need(len(keys) == len(set(keys)), "header repeats a key")
+    return dict(pairs)
+
+
+def _bad_constant(name):
+    raise CompressedFileError(f"header contains {name}")
+
+
+@dataclass
+class Parsed:
+    header: dict
+    layers: dict    # name -> SparseLayer
+    tensors: dict   # name -> Tensor
+    streams: dict   # name -> (index symbols, gap symbols), stream-coded layers only
+    file_bytes: int
+
+    def symbols(self, name: str) -> tuple:
+        """(index symbols, gap symbols) of a layer: as its streams hold them, or for a context-coded
+        layer as two streams would (rebuilt here, for reports: the load path never needs them)."""
+        if name in self.streams:
+            return self.streams[name]
+        gap_bits = next(d["gap_bits"] for d in self.header["layers"] if d["name"] == name)
+        layer = self.layers[name]
+        return layer.indices, gap_encode(layer.positions, gap_bits)
+
+
+def parse(buf, max_elements: int = MAX_ELEMENTS) -> Parsed:
+    """Validate and decode a whole compressed file held in memory."""
+    try:
+        return _parse(memoryview(buf).cast("B"), max_elements)
+    except CompressedFileError:
+        raise
+    except (ValueError, TypeError, KeyError, IndexError, OverflowError, RecursionError, MemoryError,
+            struct.error) as exc:
+        raise CompressedFileError(f"corrupt compressed file: {exc}") from exc
+
+
+def _parse(buf, max_elements) -> Parsed:
+    size = len(buf)
+    _need(size >= 16 and bytes(buf[:8]) == MAGIC, "not a Deep Compression file (bad magic bytes)")
+    version, reserved, hlen = struct.unpack("<HHI", buf[8:16])
+    _need(version in READABLE_VERSIONS, f"unsupported format version {version} (this reader knows "
+          f"{', '.join(map(str, READABLE_VERSIONS))}): written by a newer version of this code?")
+    _need(reserved == 0 and hlen <= MAX_HEADER_BYTES, "corrupt fixed header")
+    _need(size >= 28 + hlen, f"file truncated: {size} bytes cannot hold a {hlen}-byte header")
+    _need(struct.unpack("<I", buf[16 + hlen:20 + hlen])[0] == zlib.crc32(buf[:16 + hlen]),
+          "header fails its CRC32")
+    text = bytes(buf[16:16 + hlen])
+    if version >= 2:
+        text = _inflate_header(text)
+    try:
+        header = json.loads(text.decode("utf-8"), object_pairs_hook=_unique_dict,
+                            parse_constant=_bad_constant)
+    except (ValueError, RecursionError) as exc:
+        raise CompressedFileError(f"header is not valid JSON: {exc}") from exc
+    _need(isinstance(header, dict) and header.get("format") == "deep-compression",
+          "header is not a model header")
+    start = 20 + hlen
+    data_bytes = _int(header, "data_bytes", 0, size, "header")
+    _need(size == start + data_bytes + 8,
+          f"file is {size} bytes, its header says {start + data_bytes + 8}: truncated?")
+    _need(bytes(buf[size - 8:size - 4]) == TRAILER, "missing end marker")
+    _need(struct.unpack("<I", buf[size - 4:])[0] == zlib.crc32(buf[:size - 4]), "file fails its CRC32")
+    sync = _int(header, "sync_interval", 1, (1 << 16) // huffman.MAX_CODE_LEN - 1, "header")
+    lane_symbols = _int(header, "lane_symbols", 1, (1 << 16) - 3, "header") if version >= 3 else 1
+    for key in ("create_args", "metadata"):
+        _need(isinstance(header.get(key), dict), f"header: '{key}' must be an object")
+    _check_metadata(header["metadata"], header["create_args"].get("in_channels"))
+    layer_list, tensor_list = header.get("layers"), header.get("tensors")
+    _need(isinstance(layer_list, list) and isinstance(tensor_list, list),
+          "header: 'layers' or 'tensors' missing")
+    used, specs, metas, total, crc_required = [], [], [], 0, version < 4
+    for i, d in enumerate(layer_list):
+        where = f"layer {i}"
+        _need(isinstance(d, dict) and isinstance(d.get("name"), str), f"{where}: no name")
+        where = f"layer {d['name']!r}"
+        shape = d.get("shape")
+        _need(isinstance(shape, list) and len(shape) <= 8 and all(type(x) is int and 0 <= x <= max_elements
+                                                                   for x in shape), f"{where}: bad shape")
+        numel = math.prod(shape)
+        total += numel
+        _need(total <= max_elements,
+              f"{where}: more than {max_elements} weights in all (raise max_elements)")
+        bits, g = _int(d, "bits", 1, 16, where), _int(d, "gap_bits", 1, 16, where)
+        n = _int(d, "survivors", 0, numel, where)
+        cb, _ = _section(d, "codebook", where, buf, start, data_bytes, used, crc_required=crc_required)
+        half = version >= 3 and "codebook_dtype" in d
+        _need(not half or d["codebook_dtype"] == "float16", f"{where}: bad codebook_dtype")
+        width = 2 if half else 4
+        k = len(cb) // width
+        _need(len(cb) % width == 0 and k <= 1 << bits, f"{where}: codebook size does not match bits")
+        codebook = np.frombuffer(cb, dtype="<f2" if half else "<f4").astype(np.float32)
+        _need(np.isfinite(codebook).all(), f"{where}: codebook holds NaN or infinite values")
+        if "cabac" in d:  # version 5: the layer context-coded as a whole (helpers.cabac)
+            _need(version >= 5 and "index" not in d and "gap" not in d, f"{where}: 'cabac' with streams")
+            e = d["cabac"]
+            _need(isinstance(e, dict) and set(e) == {"index_context", "data"}
+                  and e["index_context"] in cabac.INDEX_CONTEXTS and type(e["index_context"]) is int,
+                  f"{where}: bad 'cabac' entry")
+            _need(numel <= cabac.MAX_POSITIONS and n > 0, f"{where}: a context-coded layer of {numel} "
+                  f"weights and {n} survivors")
+            raw, _ = _section(e, "data", where, buf, start, data_bytes, used, None, crc_required)
+            metas.append((d["name"], tuple(shape), bits, g, n, codebook, (raw, e["index_context"])))
+            continue
+        for key, alphabet, count_range in (("index", k, (n, n)), ("gap", 1 << g, (n, numel))):
+            specs.append(coding.read_stream(
+                d.get(key), f"{where} {key} stream", alphabet, count_range, version,
+                lambda e, key, w, length=None: _section(e, key, w, buf, start, data_bytes, used, length,
+                                                        crc_required),
+                _need, data_bytes, sync, lane_symbols))
+        metas.append((d["name"], tuple(shape), bits, g, n, codebook, None))
+    tensors = {}
+    for i, d in enumerate(tensor_list):
+        where = f"tensor {i}"
+        _need(isinstance(d, dict) and isinstance(d.get("name"), str) and d.get("dtype") in DTYPES,
+              f"{where}: bad name or dtype")
+        shape = d.get("shape")
+        _need(isinstance(shape, list) and len(shape) <= 8 and all(type(x) is int and 0 <= x <= size
+                                                                   for x in shape), f"{where}: bad shape")
+        tdtype, ndtype = DTYPES[d["dtype"]]
+        exponent = None
+        if "int8_exponent" in d:  # version 4: a float32 tensor stored as int8 x 2**exponent
+            _need(version >= 4 and d["dtype"] == "float32", f"{where}: int8 storage of a {d['dtype']} tensor")
+            exponent = _int(d, "int8_exponent", -156, 127, where)
+        raw, _ = _section({"s": d}, "s", where, buf, start, data_bytes, used,
+                          math.prod(shape) * (1 if exponent is not None else np.dtype(ndtype).itemsize), crc_required)
+        if exponent is not None:
+            arr = np.ldexp(np.frombuffer(raw, dtype="i1").astype(np.float32), exponent).astype(np.float32)
+        else:
+            arr = np.frombuffer(raw, dtype=ndtype).astype(np.dtype(ndtype).newbyteorder("="))
+        _need(tdtype != torch.bool or not arr.size or arr.max() <= 1,
+              f"{where}: bool tensor holds other values")
+        t = torch.from_numpy(arr.astype(bool) if tdtype == torch.bool else arr)
+        tensors[d["name"]] = (t.view(torch.bfloat16) if tdtype == torch.bfloat16 else t).reshape(shape)
+    _need(len(tensors) == len(tensor_list), "header repeats a tensor name")
+    end = 0
+    for off, n in sorted(used):  # sections must tile the data region exactly
+        _need(off == end, "sections overlap or leave gaps")
+        end += n
+    _need(end == data_bytes, "sections do not fill the data region")
+    try:
+        symbols = coding.decode_streams(buf, specs, sync, lane_symbols)
+    except ValueError as exc:
+        raise CompressedFileError(f"corrupt entropy-coded stream: {exc}") from exc
+    layers, streams, decoded = {}, {}, iter(symbols)
+    context_decoded = _decode_context_coded(metas)
+    for name, shape, bits, g, n, codebook, context in metas:
+        try:
+            if context is None:
+                idx, gaps = next(decoded), next(decoded)
+                positions = gap_decode(gaps, g, math.prod(shape), n)
+                streams[name] = (idx, gaps)
+            else:
+                positions, idx = context_decoded[name].result()
+        except ValueError as exc:
+            raise CompressedFileError(f"layer {name!r}: {exc}") from exc
+        _need(name not in layers, f"header repeats layer {name!r}")
+        layers[name] = SparseLayer(shape, bits, codebook, positions, idx)
+    return Parsed(header, layers, tensors, streams, size)
+
+
+def _decode_context_coded(metas) -> dict:
+    """name -> a future of (positions, indices) for every context-coded layer, decoded on as many
+    threads as torch uses (``cabac``'s decoder releases the GIL; each layer is sequential, so
+    AlexNet's fc6 alone bounds the time), largest first."""
+    jobs = sorted((m for m in metas if m[6] is not None), key=lambda m: -math.prod(m[1]))
+    if not jobs:
+        return {}
+    with ThreadPoolExecutor(max_workers=max(1, min(len(jobs), torch.get_num_threads()))) as pool:
+        return {name: pool.submit(cabac.decode, data, shape, n, codebook.size, index_context)
+                for name, shape, _, _, n, codebook, (data, index_context) in jobs}
+
+
+def _check_metadata(meta: dict, in_channels) -> None:
+    """The metadata keys the readers act on (helpers.evaluate): types and sane ranges, when present."""
+    if "class_names" in meta:
+        names = meta["class_names"]
+        _need(isinstance(names, list) and 0 < len(names) <= 1 << 20 and all(isinstance(c, str) for c in names),
+              "metadata: 'class_names' must be a non-empty list of strings")
+    if "image_size" in meta:
+        _int(meta, "image_size", 1, 4096, "metadata")
+    channels = in_channels if type(in_channels) is int else None
+    for key in ("mean", "std"):
+        if key in meta:
+            v = meta[key]
+            _need(isinstance(v, list) and len(v) in ((channels,) if channels else (1, 3))
+                  and all(type(x) in (int, float) and math.isfinite(x) for x in v)
+                  and (key == "mean" or all(x > 0 for x in v)),
+                  f"metadata: '{key}' must be a list of {channels or '1 or 3'} finite numbers"
+                  + (" above 0" if key == "std" else ""))
+
+
+def _read(path) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def read_compressed(path, max_elements: int = MAX_ELEMENTS) -> Contents:
+    """A compressed file as plain data: create_args, layers (QuantizedLayer), other tensors, metadata."""
+    p = parse(_read(path), max_elements)
+    return Contents(p.header["create_args"], {n: s.to_quantized() for n, s in p.layers.items()},
+                    p.tensors, p.header["metadata"])
+
+
+# ----------------------------------------------------------------------------- the model
+def load_compressed(path, map_location="cpu", quantized: bool = True, max_elements: int = MAX_ELEMENTS,
+                    model=None):
+    """Rebuild the ``nn.Module`` of a compressed file.
+
+    A file of a registry model (the paper's four, torchvision's by name) rebuilds itself through
+    ``helpers.models.create``; pass ``model=`` (a fresh instance of the same architecture) for a
+    file of your own class, or to load into an instance you built. Every stored shape is checked
+    against the model before anything is allocated.
+
+    ``quantized``: install the layers with ``helpers.quantization.import_quantized`` (weight =
+    ``codebook[indices] * mask``, the codebook trainable; the same state_dict as after
+    ``quantize_model``), straight from the survivors the file stores: no dense float weight or
+    int64 index tensor is built. False gives plain dense Parameters of the same values.
+    The file's metadata becomes ``model.metadata``.
+    """
+    from . import quantization
+
+    p = parse(_read(path), max_elements)
+    model = skeleton(p.header, model, max_elements)
+    expected = model.state_dict()
+    _check_fits(p, expected, model)
+    values = dict(p.tensors)
+    for n, s in p.layers.items():
+        # a placeholder (uninitialised, its pages never touched) that import_quantized replaces
+        values[f"{n}.weight"] = torch.empty(s.shape, dtype=torch.float32) if quantized else s.dense()
+    model.load_state_dict(values, assign=True)  # replaces meta tensors; Parameters stay Parameters
+    if quantized:
+        try:  # parse has checked the survivors; import_quantized checks them again, cheaply
+            quantization.import_quantized(model, p.layers)
+        except ValueError as exc:
+            raise CompressedFileError(f"cannot install the quantized layers: {exc}") from exc
+    model.metadata = p.header["metadata"]
+    return model.to(map_location)
+
+
+def skeleton(header: dict, model=None, max_elements: int = MAX_ELEMENTS):
+    """The module a parsed file's weights go into: ``model`` if given, else built from create_args.
+
+    A registry model is built on the meta device (shapes only: initialising parameters would be
+    wasted work), unless it has non-persistent buffers, which need their real initialisation.
+    """
+    from torch import nn
+
+    from . import models
+
+    args = header["create_args"]
+    if model is not None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model= must be an nn.Module instance, got {type(model).__name__}")
+        from . import quantization
+
+        return quantization.remove_sharing(model)  # a pruned or quantized instance: plain weights again
+    if "name" not in args:
+        raise CompressedFileError(
+            f"{header.get('create_args', {}).get('class', 'a model')} is not in the model registry, so the "
+            "file cannot rebuild it: pass a fresh instance of it, load_compressed(path, model=MyNet(...)).")
+    _need(set(args) <= CREATE_KEYS and models.is_known(args["name"]),
+          f"create_args {args} are not a registry call")
+    try:
+        with torch.device("meta"):
+            built = models.create(**args)
+    except (TypeError, ValueError, RuntimeError, OverflowError) as exc:
+        raise CompressedFileError(f"cannot build the model the file describes ({args}): {exc}") from exc
+    _need(sum(t.numel() for t in built.state_dict().values()) <= max_elements,
+          "model too large (raise max_elements)")
+    if any(k not in built.state_dict() for k, _ in built.named_buffers()):
+        built = models.create(**args)
+    return built
+
+
+def _check_fits(p: "Parsed", expected: dict, model) -> None:
+    """Every stored layer and tensor is one of the model's, with its shape and dtype, and none is missing."""
+    from . import models
+
+    what = p.header["create_args"].get("name") or type(model).__name__
+    found = models.compressible_layers(model)
+    for name, s in p.layers.items():
+        _need(name in found and tuple(found[name].weight.shape) == s.shape,
+              f"layer {name!r} {s.shape} is not a weight of {what}"
+              + (f" (it has {tuple(found[name].weight.shape)})" if name in found else ""))
+    stored = {f"{n}.weight" for n in p.layers} | set(p.tensors)
+    _need(stored == set(expected), f"file and model {what} disagree on tensors: missing "
+          f"{sorted(set(expected) - stored)[:5]}, unexpected {sorted(stored - set(expected))[:5]}")
+    for name, t in p.tensors.items():
+        _need(t.shape == expected[name].shape and t.dtype == expected[name].dtype,
+              f"tensor {name!r} is {t.dtype} {tuple(t.shape)}, the model wants "
+              f"{expected[name].dtype} {tuple(expected[name].shape)}")
+
