@@ -56,15 +56,22 @@ def encode_file(create_args, layers, other_tensors=None, metadata=None, *, gap_b
              "survivors": int(s.positions.size), **_codebook_entry(s.codebook, codebook_dtype, add)}
         out_layers.append(d)
         layer_jobs = [(s.indices, s.codebook.size), (gap_encode(s.positions, g), 1 << g)]
-        context = _context_coded(s, layer_jobs, coders, stream_coders, sync_interval, lane_symbols)
-        if context is None:
-            jobs.append((d, layer_jobs))
-        else:
+        context, streams = _context_coded(s, layer_jobs, coders, stream_coders, sync_interval, lane_symbols)
+        if context is not None:
             d["cabac"] = {"index_context": context[1], "data": add(context[0])}
-    coded = iter(coding.encode_streams([j for _, pair in jobs for j in pair], add, sync_interval,
+        elif streams is not None:  # coded already, to size them against cabac's code
+            d.update(index=streams[0], gap=streams[1])
+        else:
+            jobs.append((d, layer_jobs))
+    coded = iter(coding.encode_streams([j for _, pair in jobs for j in pair], _detached, sync_interval,
                                        lane_symbols, stream_coders))
     for d, _ in jobs:
         d.update(index=next(coded), gap=next(coded))
+    for d in out_layers:  # every layer's stream sections after all codebooks and cabac data, in layer order
+        for entry in (d[key] for key in ("index", "gap") if key in d):
+            for key, section in entry.items():
+                if isinstance(section, bytes):
+                    entry[key] = add(section)
     out_tensors = []
     for name, t in (other_tensors or {}).items():
         t = t.detach().cpu().contiguous()
@@ -92,19 +99,24 @@ def encode_file(create_args, layers, other_tensors=None, metadata=None, *, gap_b
     return body + struct.pack("<I", zlib.crc32(body))
 
 
+def _detached(data: bytes) -> bytes:
+    """``encode_streams``' ``add`` for sections placed later: the entry holds the bytes until then."""
+    return data
+
+
 def _context_coded(s: SparseLayer, layer_jobs, coders, stream_coders, sync_interval, lane_symbols):
-    """(bytes, index_context) of ``helpers.cabac``'s code of a layer when it is at least
-    ``cabac.MIN_GAIN`` smaller than the layer's two streams (sized exactly, by coding them), else
-    None."""
+    """(context, streams): ``context`` is (bytes, index_context) of ``helpers.cabac``'s code of a
+    layer when it is at least ``cabac.MIN_GAIN`` smaller than the layer's two streams, else None;
+    ``streams`` is the two streams' entries (sections detached) when they were coded to size them,
+    so that a layer where they win is not coded twice."""
     numel = math.prod(s.shape)
     if ("cabac" not in coders or not s.positions.size or numel > cabac.MAX_POSITIONS
             or not cabac.may_pay(s.shape, s.positions)):
-        return None
-    entries = coding.encode_streams(layer_jobs, lambda b: {"offset": 0, "length": len(b)},
-                                    sync_interval, lane_symbols, stream_coders)
-    limit = (1 - cabac.MIN_GAIN) * sum(map(coding.stream_bytes, entries))
+        return None, None
+    entries = coding.encode_streams(layer_jobs, _detached, sync_interval, lane_symbols, stream_coders)
+    limit = (1 - cabac.MIN_GAIN) * sum(len(v) for e in entries for v in e.values() if isinstance(v, bytes))
     data, _, index_context = cabac.encode_best(s.shape, s.positions, s.indices, s.codebook.size, limit)
-    return (data, index_context) if len(data) <= limit else None
+    return ((data, index_context), None) if len(data) <= limit else (None, entries)
 
 
 def finest_int8_exponent(peak: float) -> int:

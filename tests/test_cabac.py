@@ -177,6 +177,21 @@ def test_the_writer_picks_per_layer_and_the_file_round_trips(cabac_file, tmp_pat
         F.encode_file({}, file_layers(), coders=("lzma",))
 
 
+def test_streams_coded_to_size_a_losing_cabac_trial_are_not_coded_again(monkeypatch):
+    from helpers import streams
+
+    layers, tensors = file_layers(), {"fc.bias": torch.tensor([0.5, -1.0])}
+    streams_only = F.encode_file({"name": "x"}, layers, tensors, {}, coders=("huffman", "rans"))
+    monkeypatch.setattr(cabac, "MIN_GAIN", 0.99)  # cabac is tried on fc and never wins
+    coded, encode = [], streams.encode_streams
+    monkeypatch.setattr(streams, "encode_streams", lambda jobs, *a: coded.extend(len(s) for s, _ in jobs) or
+                        encode(jobs, *a))
+    blob = F.encode_file({"name": "x"}, layers, tensors, {})
+    assert blob == streams_only, "a trial's streams land where the batch would have put them"
+    fc, tiny = (int(layers[n].mask.sum()) for n in ("fc", "tiny"))
+    assert sorted(coded)[:2] == [tiny, tiny] and coded.count(fc) == 1  # each stream once (fc: indices)
+
+
 def test_every_truncation_of_a_context_coded_file_raises(cabac_file):
     for n in range(len(cabac_file)):
         with pytest.raises(CompressedFileError):
