@@ -26,9 +26,7 @@ def _per_model(lenet300, lenet5, alexnet, vgg16, default=None) -> dict:
 
 
 def for_model_value(per_model: dict, model: str):
-    """One model's entry of a per-model field (its own, else the default entry; a plain value: itself)."""
-    if not isinstance(per_model, dict):  # e.g. get_profile("cpu", extra_rounds=2)
-        return per_model
+    """One model's entry of a per-model field (its own, else the default entry)."""
     return per_model[model] if model in per_model else per_model[DEFAULT_KEY]
 
 
@@ -254,11 +252,16 @@ PROFILES = {
 
 
 def get_profile(name: str | None = None, **overrides) -> Profile:
-    """A named profile (None = the device's default), with any field overridden."""
+    """A named profile (None = the device's default), with any field overridden; a plain value for a
+    per-model field sets it for every model (``get_profile("cpu", extra_rounds=3)``)."""
     name = name or default_profile()
     if name not in PROFILES:
         raise SettingsError(f"Unknown profile {name!r}; choose one of {', '.join(PROFILES)}.")
-    return replace(PROFILES[name], **overrides) if overrides else PROFILES[name]
+    base = PROFILES[name]
+    for key, value in overrides.items():
+        if isinstance(getattr(base, key, None), dict) and key != "per_class" and not isinstance(value, dict):
+            overrides[key] = {DEFAULT_KEY: value}
+    return replace(base, **overrides) if overrides else base
 
 
 def default_profile() -> str:
