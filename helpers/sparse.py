@@ -87,36 +87,20 @@ class SharedCSR:
         if group not in (None, 1, GROUP):
             raise ValueError(f"group={group!r}: use 1, {GROUP} or None")
         rows = int(layer.shape[0]) if layer.shape else 1
-        width = math.prod(layer.shape[1:])
+        width, k = math.prod(layer.shape[1:]), layer.codebook.size
         row_of = layer.positions // width
-        cols = layer.positions - row_of * width
-        indices = np.asarray(layer.indices)
-        col_type = np.uint16 if width < 1 << 16 else np.int32
-        idx_type = np.uint8 if layer.codebook.size <= 256 else np.uint16
+        cols = (layer.positions - row_of * width).astype(np.uint16 if width < 1 << 16 else np.int32)
+        indices = np.asarray(layer.indices).astype(np.uint8 if k <= 256 else np.uint16)
         codebook = np.ascontiguousarray(layer.codebook, np.float32)
-        runs = None
-        if group != 1 and layer.codebook.size <= 256:  # rows * k run counts stay small
-            runs = np.bincount(row_of * layer.codebook.size + indices, minlength=rows * layer.codebook.size)
+        if group == GROUP and k > 256:
+            raise ValueError(f"group={GROUP} needs a codebook of at most 256 entries")
+        if group != 1 and k <= 256:  # rows * k run counts stay small
+            run_of = row_of * k + indices  # each survivor's (row, index) run
+            runs = np.bincount(run_of, minlength=rows * k)
             padded = -(-runs // GROUP) * GROUP
-            if group is None and padded.sum() > (1 + MAX_PADDING) * max(indices.size, 1):
-                runs = None
-        if runs is None:
-            if group == GROUP:
-                raise ValueError(f"group={GROUP} needs a codebook of at most 256 entries")
-            chunks = np.bincount(row_of, minlength=rows)
-            return cls((rows, width), _offsets(chunks), cols.astype(col_type), indices.astype(idx_type),
-                       codebook, 1)
-        order = np.argsort(row_of * layer.codebook.size + indices, kind="stable")  # by row, index, column
-        del row_of
-        slot_of_run, first_of_run = _exclusive_cumsum(padded), _exclusive_cumsum(runs)
-        run_sorted = np.repeat(np.arange(runs.size), runs)
-        slots = slot_of_run[run_sorted] + np.arange(indices.size) - first_of_run[run_sorted]
-        out_cols = np.full(int(padded.sum()), width, dtype=col_type)
-        out_cols[slots] = cols[order]
-        chunks_per_run = padded // GROUP
-        chunk_idx = np.repeat(np.arange(runs.size) % layer.codebook.size, chunks_per_run).astype(idx_type)
-        chunks = chunks_per_run.reshape(rows, -1).sum(axis=1)
-        return cls((rows, width), _offsets(chunks), out_cols, chunk_idx, codebook, GROUP)
+            if group == GROUP or padded.sum() <= (1 + MAX_PADDING) * max(indices.size, 1):
+                return cls((rows, width), *_grouped(run_of, runs, padded, cols, width, k), codebook, GROUP)
+        return cls((rows, width), _offsets(np.bincount(row_of, minlength=rows)), cols, indices, codebook, 1)
 
     @property
     def nbytes(self) -> int:
@@ -137,10 +121,25 @@ class SharedCSR:
 
         rows, width = self.shape
         slot_rows = np.repeat(np.arange(rows), np.diff(self.rowptr) * self.group)
-        real = self.cols.astype(np.int64) < width
+        real = self.cols < width
         indptr = _offsets(np.bincount(slot_rows[real], minlength=rows))
         values = self.codebook[np.repeat(self.idx, self.group)][real]
         return sparse.csr_matrix((values, self.cols[real].astype(np.int32), indptr), shape=self.shape)
+
+
+def _grouped(run_of, runs, padded, cols, width, k):
+    """(rowptr, cols, idx) of the grouped layout from each survivor's run (row * k + index), the
+    survivors per run, that padded to a multiple of GROUP, and the survivors' columns: runs in
+    order, each padded with column ``width``."""
+    order = np.argsort(run_of, kind="stable")  # by row, index, column
+    run_sorted = np.repeat(np.arange(runs.size), runs)
+    slots = (_exclusive_cumsum(padded)[run_sorted] + np.arange(run_of.size)
+             - _exclusive_cumsum(runs)[run_sorted])
+    out_cols = np.full(int(padded.sum()), width, dtype=cols.dtype)
+    out_cols[slots] = cols[order]
+    chunks_per_run = padded // GROUP
+    chunk_idx = np.repeat(np.arange(runs.size) % k, chunks_per_run).astype(np.uint8)
+    return _offsets(chunks_per_run.reshape(-1, k).sum(axis=1)), out_cols, chunk_idx
 
 
 def _exclusive_cumsum(counts: np.ndarray) -> np.ndarray:
