@@ -103,7 +103,8 @@ def per_stream_kind(parsed) -> dict:
 
 def time_file(path, repeat: int) -> dict:
     """Best-of-``repeat`` seconds to parse, encode again and load an existing file."""
-    data = open(path, "rb").read()
+    with open(path, "rb") as f:
+        data = f.read()
     contents = fileformat.read_compressed(path)
     times = {"parse_s": [], "encode_s": [], "load_s": []}
     for _ in range(repeat):
