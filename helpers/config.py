@@ -2,7 +2,8 @@
 
 ``ci``: a small stratified slice at tiny sizes, ~1 epoch: each notebook in well under a minute.
 ``cpu``: meaningful results on a 2-core machine. ``gpu``: 224 px photos and real epochs.
-``paper``: the paper's LeNet experiments on 28x28 digits. ``default_profile()`` follows the device.
+``paper``: the paper's LeNet experiments on 28x28 digits. ``transfer``: an ImageNet-pretrained network
+(EfficientNet-Lite0) fine-tuned and compressed on 2 CPU cores. ``default_profile()`` follows the device.
 
 Per-model fields are dicts keyed by model name; their ``"default"`` entry serves every other model
 (torchvision's by name, or a user's own module compressed with ``helpers.compress``).
@@ -34,6 +35,10 @@ def for_model_value(per_model: dict, model: str):
 class Profile:
     name: str
     image_size: dict = field(default_factory=dict)   # per model, for photo datasets (px, square)
+    # start from ImageNet weights (helpers.models.create(pretrained=True)), per model; the classifier
+    # head is replaced. ``weights``: a local state_dict file to start from instead (any registry model)
+    pretrained: dict = field(default_factory=lambda: _per_model(False, False, False, False, False))
+    weights: str | None = None
     per_class: dict = field(default_factory=dict)    # cap per class and split, e.g. {"train": 20}; {} = all
     epochs: dict = field(default_factory=dict)       # baseline training epochs per model
     batch_size: dict = field(default_factory=dict)   # per model
@@ -109,7 +114,8 @@ class Profile:
                              f"choose one of {', '.join(ALLOCATIONS)}.")
         size = NATIVE_SIZE.get(dataset, pick(self.image_size))
         size = max(size, min_image_size(model))  # e.g. digits (8 px) are upscaled for LeNet-5
-        return {"image_size": size, "per_class": dict(self.per_class), "epochs": pick(self.epochs),
+        return {"image_size": size, "pretrained": self.weights or pick(self.pretrained),
+                "per_class": dict(self.per_class), "epochs": pick(self.epochs),
                 "batch_size": pick(self.batch_size), "lr": pick(self.lr),
                 "weight_decay": self.weight_decay, "warmup_epochs": self.warmup_epochs,
                 "num_workers": self.num_workers, "cache_images": self.cache_images,
@@ -247,6 +253,41 @@ PROFILES = {
         # (commit ca216e9) lost 0.35 / 0.32 / 0.27 / 0.37 points (57.0x / 64.2x / 89.1x / 99.9x),
         # accuracy alone 0.19 / 0.73 / 0.31 / 0.57 (benchmarks/ratio_curve.py, commit 7adcabf)
         bits_loss_tolerance=0.01,
+    ),
+    # an ImageNet-pretrained compact network fine-tuned on the photos, then compressed, on 2 CPU cores
+    # (the zoo's EfficientNet-Lite0: python -m helpers.run --model efficientnet_lite0 --profile transfer)
+    "transfer": Profile(
+        name="transfer",
+        # 128 px: the Sea Animals images here are 128 px on their shorter side. A linear probe on the
+        # frozen ImageNet features (100 training images per class, 920 test images) scored 67.5 % at
+        # 128 px with the weights' own normalization, 62.6 % with ImageNet's mean/std, 70.7 % at 160 px,
+        # where a training step costs ~1.7x as much
+        image_size=_per_model(32, 32, 128, 128, 128),
+        pretrained=_per_model(False, False, True, True, True),
+        # a fine-tuning, not a training from scratch: few epochs, a low peak lr for every layer (the
+        # new 23-class head starts from zero knowledge but is tiny), mild weight decay
+        epochs=_per_model(30, 30, 3, 3, 3),
+        batch_size=_per_model(64, 64, 32, 32, 32),
+        lr=_per_model(0.05, 0.01, 0.01, 0.01, 0.01),
+        weight_decay=5e-5,
+        # the scan's 2 x 128 validation images per point, 4 sparsities per layer: ~35 layers of
+        # Lite0 x 4 evaluations of ~3 s each
+        eval_batches=_per_model(10, 10, 2, 2, 2),
+        sensitivity_sparsities=(0.5, 0.65, 0.8, 0.9),
+        # 1x1 convolutions hold 94 % of Lite0's 3.4 M weights (depthwise ones are kept whole by the
+        # pipeline's rule); a compact network has far less to spare than AlexNet's fc layers: 35 %
+        # kept, split greedily by accuracy lost per weight removed
+        target_kept=_per_model(0.2, 0.075, 0.35, 0.35, 0.35),
+        budget_allocation=_per_model("tolerance", "tolerance", *["cost_per_weight"] * 3),
+        # two prune -> retrain rounds of one epoch each; BatchNorm layers train through them (their
+        # statistics follow the thinned weights), and the dense control gets the same rounds
+        prune_rounds=2,
+        retrain_epochs=_per_model(15, 15, 1, 1, 1),
+        dense_control=True,
+        # 1x1 convolutions of a compact network at 6 bits (64 shared values each), the head at 5
+        conv_bits=6,
+        fc_bits=5,
+        quant_epochs=_per_model(2, 2, 1, 1, 1),
     ),
 }
 

@@ -501,10 +501,17 @@ def load_splits(name: str, data_dir=None, image_size: int = 32, split_file=None,
 
 
 def load_splits_for(settings: dict, sliced: bool = True) -> Splits:
-    """``load_splits`` with a notebook's resolved settings (``helpers.config.resolve_settings``)."""
+    """``load_splits`` with a notebook's resolved settings (``helpers.config.resolve_settings``).
+
+    Photos are normalized as the model's pretrained weights expect (``helpers.models.normalization``).
+    """
+    from .models import normalization
+
+    photos = settings["dataset"] in ("sea-animals", "folder")
+    mean, std = normalization(settings["model_name"]) if photos else (None, None)
     return load_splits(settings["dataset"], settings["data_dir"], settings["image_size"],
                        split_file=settings["split_file"], seed=settings["seed"],
-                       per_class=settings["per_class"] if sliced else None,
+                       per_class=settings["per_class"] if sliced else None, mean=mean, std=std,
                        cache_images=settings.get("cache_images", False))
 
 

