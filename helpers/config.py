@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 from .models import min_image_size
 from .sensitivity import ALLOCATIONS
-from .validation import SettingsError, check_overrides, check_settings  # noqa: F401 (config's API)
+from .validation import SettingsError, check_overrides, check_seed, check_settings  # noqa: F401 (config's API)
 NATIVE_SIZE = {"mnist": 28, "fashion-mnist": 28, "digits": 8}  # grayscale sets keep their own size
 DEFAULT_KEY = "default"  # a per-model field's entry for models without their own
 
@@ -350,7 +350,14 @@ def settings_for(profile: str | None, model: str, dataset: str = "sea-animals", 
         raise SettingsError(f"model {model!r} is unknown; choose lenet300, lenet5, alexnet, vgg16 or a "
                             "torchvision classification model by name.")
     prof = apply_overrides(get_profile(profile), model, overrides)
-    return check_settings(prof.for_model(model, dataset), model)
+    settings = prof.for_model(model, dataset)
+    # an image size asked for explicitly is honoured as asked (or refused by check_settings if too
+    # small), never replaced by a dataset's native size or raised to the model's smallest input
+    asked = (overrides or {}).get("image_size")
+    asked = asked.get(model, asked.get(DEFAULT_KEY)) if isinstance(asked, dict) else asked
+    if asked is not None:
+        settings["image_size"] = asked
+    return check_settings(settings, model)
 
 
 def resolve_settings(dataset="", data_dir="", model_name="", profile="", run_dir="", seed=0,
@@ -375,8 +382,7 @@ def resolve_settings(dataset="", data_dir="", model_name="", profile="", run_dir
             raise ValueError(f"$DC_OVERRIDES is not valid JSON ({exc}); "
                              'write it like \'{"retrain_epochs": 15}\'.') from None
     overrides = dict(overrides or {})
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise SettingsError(f"seed = {seed!r} is not allowed: use an integer.")
+    check_seed(seed)
     profile = profile or os.environ.get("DC_PROFILE") or default_profile()
     checked = settings_for(profile, model_name, dataset, overrides)  # before any folder is made
     run_dir = Path(run_dir or os.environ.get("DC_RUN_DIR") or "../runs/notebook")

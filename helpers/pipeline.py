@@ -210,7 +210,7 @@ def settings_for(profile: str = "cpu", model_name: str = "default", seed: int = 
     key = model_name if model_name in base.epochs else config.DEFAULT_KEY
     prof = config.apply_overrides(base, key, overrides)
     settings = {"dataset": "custom", "model_name": model_name, "profile": prof.name, "overrides": overrides,
-                "seed": int(seed), **prof.for_model(key, "custom")}
+                "seed": config.check_seed(seed), **prof.for_model(key, "custom")}
     return config.check_settings(settings)
 
 

@@ -92,26 +92,62 @@ def dense_parameter_bytes(model: nn.Module) -> int:
     return 4 * sum(t.numel() for k, t in _plain_state_shapes(model).items() if k in _parameter_names(model))
 
 
+def recorded_keys(stage: str) -> list:
+    """The settings ``stage``'s record holds: its own and its upstream stages'."""
+    keys = ["architecture"]
+    while stage is not None:
+        keys += STAGE_SETTINGS[stage]
+        stage = UPSTREAM[stage]
+    return keys
+
+
 def fingerprint(stage: str, settings: dict, model: nn.Module) -> dict:
     """The settings ``stage``'s result depends on, its upstream stages' included."""
-    record = {"architecture": architecture_key(model)}
-    while stage is not None:
-        record.update({k: _plain_json(settings.get(k, SETTING_DEFAULTS.get(k))) for k in STAGE_SETTINGS[stage]})
-        stage = UPSTREAM[stage]
-    return record
+    return {k: architecture_key(model) if k == "architecture" else
+            _plain_json(settings.get(k, SETTING_DEFAULTS.get(k))) for k in recorded_keys(stage)}
 
 
 def _plain_json(value):
     return json.loads(json.dumps(reporting._jsonable(value)))
 
 
+def _read_record(path: Path, keys) -> dict:
+    """A settings record, with the defaults of settings added since it was written."""
+    found = json.loads(path.read_text())
+    return {**{k: _plain_json(SETTING_DEFAULTS[k]) for k in keys if k in SETTING_DEFAULTS}, **found}
+
+
+def _check_other_records(stage: str, wanted: dict, out_dir: Path) -> None:
+    """Refuse when another stage's record in the folder says otherwise of a setting this stage shares.
+
+    Upstream: notebook 06 asked for ``epochs=3`` in a folder quantized after 12 must not write a file
+    (or a record) claiming 3. Downstream: a stage cheap enough to redo (the plan) must not overwrite
+    its artefacts with settings that a later stage's results (the pruned rounds) were not made with.
+    Checked before anything is written, so a refused stage leaves the folder as it was.
+    """
+    for path in sorted(out_dir.glob("*.settings.json")):
+        other = path.name[: -len(".settings.json")]
+        if other == stage or other not in STAGE_SETTINGS:
+            continue
+        found = _read_record(path, recorded_keys(other))
+        diff = [f"{k}={found[k]!r} there, {wanted[k]!r} now" for k in sorted(set(wanted) & set(recorded_keys(other)))
+                if k in found and found[k] != wanted[k]]
+        if diff:
+            raise StaleRunError(
+                f"{out_dir} holds a '{other}' stage made with other settings ({'; '.join(diff)}); running "
+                f"'{stage}' now would mix the two. Nothing was changed. Use the settings the folder was made "
+                f"with, another run folder (--out), or delete {path.name} and the {other} files "
+                f"({', '.join(ARTEFACTS[other]) or 'none'}) first.")
+
+
 def begin(stage: str, settings: dict, model: nn.Module, out_dir: Path) -> dict:
     """Check the run folder against this stage's settings (refuse on any difference), then record them."""
     wanted = fingerprint(stage, settings, model)
     record_path = out_dir / f"{stage}.settings.json"
+    if out_dir.is_dir():
+        _check_other_records(stage, wanted, out_dir)
     if record_path.exists() and stage not in RECOMPUTED:
-        found = json.loads(record_path.read_text())
-        found = {**{k: _plain_json(SETTING_DEFAULTS[k]) for k in wanted if k in SETTING_DEFAULTS}, **found}
+        found = _read_record(record_path, wanted)
         if found != wanted:
             diff = [f"{k}={found.get(k)!r} there, {wanted.get(k)!r} now" for k in sorted(set(found) | set(wanted))
                     if found.get(k) != wanted.get(k)]

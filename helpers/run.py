@@ -127,6 +127,7 @@ def check_arguments(parser, args) -> tuple[str, Path, dict]:
         profile = args.profile or config.default_profile()
         for model in args.model:
             config.settings_for(profile, model, args.dataset, overrides)
+        config.check_seed(args.seed)
     except ValueError as exc:
         parser.error(str(exc))
     run_dir = Path(args.out or f"runs/{args.dataset}-{profile}").resolve()

@@ -128,6 +128,16 @@ def rules() -> dict:
     }
 
 
+MAX_SEED = 2 ** 32 - 1  # numpy's generators take seeds below 2**32
+
+
+def check_seed(seed) -> int:
+    """``seed`` when it is an integer every generator of the run accepts, else ``SettingsError``."""
+    if isinstance(seed, bool) or not _is_int(seed) or not 0 <= seed <= MAX_SEED:
+        raise SettingsError(f"seed = {_describe(seed)} is not allowed: use an integer from 0 to {MAX_SEED}.")
+    return int(seed)
+
+
 def _problem(field, value, allowed, where="") -> str:
     return f"{field}{where} = {_describe(value)} is not allowed: use {allowed}."
 

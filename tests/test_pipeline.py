@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -209,6 +210,41 @@ def _pruned_until_plan(loaders, out, **overrides):
     pipeline.train_baseline(models.create("lenet5", CLASSES, 3, 32), train, val, settings, out, device=cpu)
     pipeline.plan_pruning(models.create("lenet5", CLASSES, 3, 32), val, settings, out, device=cpu)
     return settings
+
+
+def test_a_refused_plan_leaves_the_folder_as_it_was(loaders, tmp_path):
+    """Rerunning notebook 03 with another budget after rounds were done must not rewrite the plan
+    that notebook 04's rounds resume from (issue: round 3 pruned to 5 % instead of 9.5 %)."""
+    train, val, _ = loaders
+    out, cpu = tmp_path / "run", torch.device("cpu")
+    settings = _pruned_until_plan(loaders, out)
+    pipeline.prune_and_retrain(models.create("lenet5", CLASSES, 3, 32), train, val, settings, out, device=cpu)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    other = {**settings, "target_kept": settings["target_kept"] / 3}
+    with pytest.raises(pipeline.StaleRunError, match=r"'pruned' stage made with other settings.*target_kept="):
+        pipeline.plan_pruning(models.create("lenet5", CLASSES, 3, 32), val, other, out, device=cpu)
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    # the same settings still recompute the plan (a cheap stage), to the same bytes
+    pipeline.plan_pruning(models.create("lenet5", CLASSES, 3, 32), val, settings, out, device=cpu)
+    assert (out / "pruning_plan.json").read_bytes() == before["pruning_plan.json"]
+
+
+def test_a_downstream_stage_refuses_settings_its_upstream_was_not_made_with(loaders, tmp_path):
+    """Notebook 06 with --set epochs=3 in a folder quantized after other epochs: refused, nothing written."""
+    train, val, test = loaders
+    out, cpu = tmp_path / "run", torch.device("cpu")
+    settings = _pruned_until_plan(loaders, out)
+    model = models.create("lenet5", CLASSES, 3, 32)
+    pipeline.prune_and_retrain(model, train, val, settings, out, device=cpu)
+    pipeline.quantize(model, train, val, settings, out, device=cpu)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    for change, said in (({"epochs": 3}, "'baseline' stage made with other settings (epochs=1 there, 3 now)"),
+                         ({"fc_bits": 2}, "'quantized' stage made with other settings (fc_bits=5 there, 2 now)")):
+        with pytest.raises(pipeline.StaleRunError, match=re.escape(said)):
+            pipeline.encode(models.create("lenet5", CLASSES, 3, 32), {**settings, **change}, out, device=cpu)
+        assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    result = pipeline.encode(models.create("lenet5", CLASSES, 3, 32), settings, out, device=cpu)
+    assert Path(result["file"]).is_file()
 
 
 def test_extra_rounds_prune_past_the_plan_while_validation_allows(loaders, tmp_path):

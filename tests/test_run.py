@@ -2,6 +2,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 REPO = __import__("pathlib").Path(__file__).resolve().parent.parent
 
 
@@ -84,6 +86,28 @@ def test_every_bad_set_is_refused_before_any_notebook_runs(tmp_path):
                        "--out", str(out))
         assert proc.returncode == 2 and all(m in proc.stderr for m in messages), (items, proc.stderr)
         assert "Traceback" not in proc.stderr and not out.exists(), items
+
+
+def test_a_bad_seed_is_refused_before_any_notebook_runs(tmp_path):
+    out = tmp_path / "r"
+    for seed in ("-1", "99999999999999999999"):
+        proc = run_cli("--dataset", "digits", "--model", "lenet300", "--profile", "ci", "--seed", seed, "--out", str(out))
+        assert proc.returncode == 2 and f"seed = {seed}" in proc.stderr and "from 0 to 4294967295" in proc.stderr
+        assert "Traceback" not in proc.stderr and not out.exists()
+
+
+def test_an_explicit_image_size_is_honoured_or_refused_never_changed():
+    from helpers import config
+
+    assert config.settings_for("demo", "lenet300", "digits", {"image_size": 32})["image_size"] == 32
+    assert config.settings_for("demo", "lenet300", "digits", {})["image_size"] == 8  # the native size
+    assert config.settings_for("demo", "lenet5", "digits", {})["image_size"] == 16  # lenet5's smallest
+    assert config.settings_for("demo", "lenet5", "mnist", {"image_size": {"lenet5": 20}})["image_size"] == 20
+    with pytest.raises(config.SettingsError, match="image_size = 4 is too small for lenet5"):
+        config.settings_for("demo", "lenet5", "digits", {"image_size": 4})
+    proc = run_cli("--dataset", "digits", "--model", "lenet5", "--profile", "ci", "--set", "image_size=4",
+                   "--out", "unused")
+    assert proc.returncode == 2 and "too small for lenet5" in proc.stderr
 
 
 def test_out_pointing_at_a_file_is_refused(tmp_path):
