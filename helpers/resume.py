@@ -51,6 +51,11 @@ ARTEFACTS = {"baseline": ("baseline.pt", "baseline_checkpoint.pt"), "scan": ("se
              "quantized": ("quantized.pt", "quantized_checkpoint.pt"), "int8": (), "compressed": (),
              "dense_control": ("dense_control.pt", "dense_control_round1.pt", "dense_control_round1_checkpoint.pt")}
 
+# what a finished stage no longer needs: its final artefact -> the per-epoch checkpoints and per-round
+# weights it was resumed from (~100 MB a round for a ResNet-18); the small per-round JSON records stay
+INTERMEDIATE = {"baseline.pt": ("baseline_checkpoint.pt",), "pruned.pt": ("pruned_round*.pt",),
+                "dense_control.pt": ("dense_control_round*.pt",), "quantized.pt": ("quantized_checkpoint.pt",)}
+
 
 class StaleRunError(RuntimeError):
     """The run folder holds a stage's results made with other settings; the message says which."""
@@ -179,3 +184,19 @@ def require(out_dir: Path, name: str, stage_to_run: str) -> Path:
     if not path.exists():
         raise MissingStageError(f"{path} is missing: run {stage_to_run} first.")
     return path
+
+
+def remove_intermediate(model_dir: Path) -> list[Path]:
+    """Delete the checkpoints of stages that have finished (their final artefact exists); the removed paths.
+
+    A finished stage resumes from its final artefact alone, so nothing is lost; an unfinished one
+    keeps its checkpoints.
+    """
+    removed = []
+    for final, patterns in INTERMEDIATE.items():
+        if (Path(model_dir) / final).is_file():
+            for pattern in patterns:
+                for path in sorted(Path(model_dir).glob(pattern)):
+                    path.unlink()
+                    removed.append(path)
+    return removed

@@ -25,6 +25,7 @@ from . import config, data, models, progress
 from .io import remove_stale_temp_files
 from .lock import RunFolderBusy, RunLock, describe
 from .reporting import write_json
+from .resume import remove_intermediate
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 RUN_LEVEL_FIRST, RUN_LEVEL_LAST = ("01",), ("07",)
@@ -95,8 +96,13 @@ def failure_record(key: str, exc: BaseException, output: Path) -> dict:
             "message": message, "notebook": str(output)}
 
 
+def _program_name() -> str:
+    """``dc-run`` when started as the console script, else ``python -m helpers.run``."""
+    return "dc-run" if Path(sys.argv[0]).name == "dc-run" else "python -m helpers.run"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m helpers.run", description=__doc__,
+    parser = argparse.ArgumentParser(prog=_program_name(), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="sea-animals", choices=data.DATASETS)
     parser.add_argument("--data-dir", default="", help="dataset folder (default: $SEA_ANIMALS_DIR, "
@@ -113,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE", dest="overrides",
                         help="change profile fields for this run, e.g. --set retrain_epochs=15 "
                         "target_kept=0.08 (values are JSON; a plain value applies to every model run)")
+    parser.add_argument("--keep-checkpoints", action="store_true",
+                        help="keep the per-epoch and per-round checkpoints of finished stages (by default "
+                        "they are removed once a model's notebooks have all run; nothing needed to resume is)")
     return parser
 
 
@@ -210,10 +219,45 @@ def run_all(args, profile, run_dir, overrides, log, log_file) -> int:
             if not run_one(nb, run_dir / model / nb.name, {**base, "model_name": model}, f"{model}/{nb.stem}"):
                 status[model] = {"status": "failed", **failures[-1]}
                 break  # later notebooks of this model need this one's outputs
+        if status[model]["status"] == "ok" and not args.keep_checkpoints:
+            removed = remove_intermediate(run_dir / model)
+            if removed:
+                log(f"[run] {model}: removed {len(removed)} checkpoint(s) of finished stages "
+                    "(--keep-checkpoints keeps them)")
     _record(run_dir, timings, failures, status)  # notebook 07 reports the failed models too
     for nb in [n for n in chosen if n.name[:2] in RUN_LEVEL_LAST]:
         run_one(nb, run_dir / nb.name, {**base, "model_name": args.model[0]}, nb.stem)
-    return _finish(run_dir, started, timings, failures, status, log)
+    code = _finish(run_dir, started, timings, failures, status, log)
+    for line in summary_lines(run_dir, args.model, args.dataset):
+        log(line)
+    return code
+
+
+def summary_lines(run_dir: Path, model_names, dataset: str) -> list[str]:
+    """Per model: accuracy from its file, its size and ratio, where it is; then the folder's size and
+    the commands that use the files."""
+    from .reporting import read_metrics
+
+    lines, files = [], []
+    for model in model_names:
+        compressed = read_metrics(run_dir / model).get("stages", {}).get("compressed")
+        if not compressed:
+            continue
+        file = run_dir / model / Path(compressed["file"]).name
+        files.append(file)
+        lines.append(f"[run] {model}: {compressed['test_accuracy']:.2%} test accuracy from its file, "
+                     f"{compressed['size_bytes']:,} bytes, {compressed['compression_ratio']:.1f}x smaller than "
+                     f"fp32: {file}")
+    if not files:
+        return lines
+    folder_bytes = sum(p.stat().st_size for p in run_dir.rglob("*") if p.is_file())
+    lines.append(f"[run] the run folder holds {folder_bytes / 1e6:.1f} MB")
+    where = " --data-dir DIR" if dataset in ("folder", "sea-animals") else ""
+    lines += ["[run] next:",
+              f"  dc-predict {files[0]} IMAGE_OR_FOLDER...      # classify your images",
+              f"  dc-evaluate {files[0]} --dataset {dataset}{where}      # score the file on the test split",
+              f"  dc-report {run_dir}      # every stage of every model as tables"]
+    return lines
 
 
 def parse_overrides(items) -> dict:

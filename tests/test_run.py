@@ -223,3 +223,35 @@ def test_an_interrupted_run_says_how_to_resume_and_releases_its_lock(tmp_path):
     assert proc.returncode == 130 and "interrupted; the same command resumes" in stdout
     assert "Traceback" not in stderr, stderr
     RunLock(out).acquire().release()
+
+
+def test_finished_stages_lose_their_checkpoints_and_unfinished_ones_keep_them(tmp_path):
+    from helpers.resume import remove_intermediate
+
+    names = ["baseline.pt", "baseline_checkpoint.pt", "pruned.pt", "pruned_round1.pt", "pruned_round2.pt",
+             "pruned_round2_checkpoint.pt", "pruned_round1.json", "dense_control_round1.pt",
+             "dense_control_round1_checkpoint.pt", "quantized_checkpoint.pt", "metrics.json"]
+    for name in names:
+        (tmp_path / name).write_bytes(b"x")
+    removed = {p.name for p in remove_intermediate(tmp_path)}
+    assert removed == {"baseline_checkpoint.pt", "pruned_round1.pt", "pruned_round2.pt", "pruned_round2_checkpoint.pt"}
+    # no dense_control.pt and no quantized.pt: those stages are unfinished and keep what they resume from
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(set(names) - removed)
+
+
+def test_the_closing_summary_names_accuracy_size_ratio_the_file_and_next_commands(tmp_path):
+    from helpers import run
+
+    model_dir = tmp_path / "lenet5"
+    model_dir.mkdir()
+    (model_dir / "lenet5.dcz").write_bytes(b"x" * 1000)
+    compressed = {"test_accuracy": 0.9712, "size_bytes": 1000, "compression_ratio": 21.5,
+                  "file": "/moved/elsewhere/lenet5.dcz"}
+    (model_dir / "metrics.json").write_text(json.dumps({"stages": {"compressed": compressed}}))
+    lines = "\n".join(run.summary_lines(tmp_path, ["lenet5", "never_ran"], "digits"))
+    assert "lenet5: 97.12% test accuracy from its file, 1,000 bytes, 21.5x smaller than fp32: " \
+        f"{model_dir / 'lenet5.dcz'}" in lines
+    assert "the run folder holds 0.0 MB" in lines and "never_ran" not in lines
+    for command in ("dc-predict", "dc-evaluate", "--dataset digits", "dc-report"):
+        assert command in lines
+    assert run.summary_lines(tmp_path, ["never_ran"], "digits") == []
