@@ -3,7 +3,8 @@
     python benchmarks/ratio_curve.py --dataset fashion-mnist --data-dir DIR --model lenet300 \\
         --profile paper --out RUN [--set FIELD=VALUE ...] [--from-round N] [--plot docs/curve.png]
 
-Iterative pruning leaves one checkpoint per round (``pruned_round<r>.pt``), each a model pruned to
+Iterative pruning leaves one checkpoint per round (``pruned_round<r>.pt``; the runner keeps them with
+``--keep-checkpoints``), each a model pruned to
 a smaller budget and retrained: the points of a ratio-accuracy curve without training anything
 again. For every round from ``--from-round`` (default: the last planned round, ``prune_rounds``)
 on, including extra rounds the run undid, this script takes the run's next stages as they are
@@ -91,7 +92,8 @@ def main(argv=None) -> dict:
                     if p.stem.removeprefix("pruned_round").isdigit())
     first = args.from_round or settings["prune_rounds"]
     if not rounds or rounds[-1] < first:
-        sys.exit(f"{source} has no pruned_round<r>.pt from round {first} on: run notebooks 02-04 there first")
+        sys.exit(f"{source} has no pruned_round<r>.pt from round {first} on: run notebooks 02-04 there first, "
+                 "with --keep-checkpoints (the runner removes a finished stage's round files otherwise)")
     device = training.pick_device()
     splits = data.load_splits_for(settings)
     bs = settings["batch_size"]
