@@ -14,8 +14,8 @@ import torch
 
 from . import cabac, huffman, rans
 from . import streams as coding
-from .fileformat_layout import (CODEBOOK_DTYPES, CODERS, DTYPES, MAGIC, MAX_HEADER_BYTES, TRAILER, VERSION,
-                                SparseLayer, default_gap_bits, gap_encode)
+from .fileformat_layout import (CODEBOOK_DTYPES, CODERS, DTYPES, MAGIC, MAX_HEADER_BYTES, TRAILER,
+                                VALUES_PROBLEM, VERSION, SparseLayer, default_gap_bits, gap_encode, values_ok)
 from .fileformat_read import _read, parse
 
 def encode_file(create_args, layers, other_tensors=None, metadata=None, *, gap_bits=None,
@@ -48,6 +48,8 @@ def encode_file(create_args, layers, other_tensors=None, metadata=None, *, gap_b
     out_layers, jobs = [], []
     for name, q in layers.items():
         s = SparseLayer.from_quantized(q).used_part()
+        if not values_ok(s.codebook):  # the reader refuses it: write no file that cannot be read
+            raise ValueError(f"layer {name}: its codebook {VALUES_PROBLEM}; retrain or fix the model first")
         g = gap_bits.get(name) if isinstance(gap_bits, dict) else gap_bits
         g = default_gap_bits(s.shape) if g is None else g
         if type(g) is not int or not 1 <= g <= 16:
@@ -79,6 +81,8 @@ def encode_file(create_args, layers, other_tensors=None, metadata=None, *, gap_b
         if dtype not in DTYPES:
             raise ValueError(f"tensor {name}: dtype {t.dtype} is not storable; use one of "
                              f"{', '.join(DTYPES)}")
+        if t.is_floating_point() and not values_ok(t.float().numpy()):
+            raise ValueError(f"tensor {name} {VALUES_PROBLEM}; retrain or fix the model first")
         exponent = int8_exponent(t.numpy()) if t.dtype == torch.float32 else None
         if exponent is not None:  # exactly int8 x 2**exponent (e.g. rounded biases): 1 byte a value
             arr, extra = np.ldexp(t.numpy(), -exponent).astype("i1"), {"int8_exponent": exponent}

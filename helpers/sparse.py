@@ -274,9 +274,7 @@ def load_sparse(path, map_location="cpu", *, model=None, kernel: str = "auto", b
         return fileformat.load_compressed(path, map_location, quantized=False, model=model)
     kernel = resolve_kernel(kernel)
     with open(path, "rb") as f:
-        parsed = fileformat.parse(f.read())
-    net = fileformat.skeleton(parsed.header, model)
-    fileformat._check_fits(parsed, net.state_dict(), net)
+        parsed, net = fileformat.open_for_model(f.read(), model)
     found = models.compressible_layers(net)
     plan = {name: choose_layout(found[name], s.positions.size / max(math.prod(s.shape), 1), break_even)
             for name, s in parsed.layers.items()}
