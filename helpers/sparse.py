@@ -181,6 +181,8 @@ class _SparseBase(nn.Module):
         """W @ x2 for x2 (in, n): (out, n)."""
         if x2.shape[0] != self.in_features:
             raise ValueError(f"input has {x2.shape[0]} features, the layer takes {self.in_features}")
+        if x2.numel() == 0 or self.out_features == 0:  # a batch of 0, or no inputs or outputs: the
+            return torch.zeros(self.out_features, x2.shape[1])  # kernels assume both; the sum is empty
         x_np = x2.detach().to("cpu", torch.float32).numpy()
         return torch.from_numpy(self._matmul(x_np[:, 0] if x_np.shape[1] == 1 else x_np)).view(
             self.out_features, x2.shape[1])
@@ -191,8 +193,8 @@ class SparseLinear(_SparseBase):
 
     def forward(self, x):
         lead = x.shape[:-1]
-        x2 = x.reshape(-1, x.shape[-1])
-        y = self._product(x2.t().contiguous() if x2.shape[0] > 1 else x2.reshape(-1, 1)).t()
+        x2 = x.reshape(math.prod(lead), x.shape[-1])  # not -1: ambiguous for 0 elements
+        y = self._product(x2.t().contiguous() if x2.shape[0] != 1 else x2.reshape(-1, 1)).t()
         if self.bias is not None:
             y = y + self.bias
         return y.reshape(*lead, self.out_features)
@@ -215,7 +217,7 @@ class SparseConv2d(_SparseBase):
         oh, ow = (_out_size(s, k, st, p, d) for s, k, st, p, d in
                   zip((h, w), self.kernel_size, self.stride, self.padding, self.dilation))
         cols = F.unfold(x, self.kernel_size, self.dilation, self.padding, self.stride)  # (n, C*k*k, L)
-        cols = cols[0] if n == 1 else cols.transpose(0, 1).reshape(cols.shape[1], -1)
+        cols = cols[0] if n == 1 else cols.transpose(0, 1).reshape(cols.shape[1], n * cols.shape[2])
         y = self._product(cols.contiguous()).view(self.out_features, n, oh * ow).transpose(0, 1)
         y = y.reshape(n, self.out_features, oh, ow)
         return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)

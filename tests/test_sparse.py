@@ -201,3 +201,27 @@ def test_without_numba_one_clear_error_or_the_csr_fallback(files, monkeypatch):
     x = torch.randn(2, 1, size, size)
     torch.testing.assert_close(model(x), fileformat.load_compressed(path, quantized=False)(x).detach(),
                                rtol=1e-4, atol=1e-4)
+
+
+# ----------------------------------------------------------------------------- issue 24: bad input
+def _zero_size_net():
+    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(36, 10), nn.Linear(10, 0), nn.Linear(0, 10))
+
+
+@pytest.mark.parametrize("kernel", ["shared", "csr"])
+def test_a_batch_of_zero_and_zero_size_layers_run_like_the_dense_model(tmp_path, kernel):
+    from helpers.quantization import quantize_model
+
+    torch.manual_seed(0)
+    model = _zero_size_net()
+    quantize_model(model, conv_bits=2, fc_bits=2)
+    fileformat.save_model(model, tmp_path / "z.dcz")
+    net = sparse.load_sparse(tmp_path / "z.dcz", model=_zero_size_net(), kernel=kernel,
+                             break_even={"conv": 1.1, "linear": 1.1})  # every layer sparse
+    assert set(net.sparse_plan.values()) == {"sparse"}
+    model.eval()
+    with torch.no_grad():
+        for batch in (0, 1, 3):
+            x = torch.randn(batch, 1, 5, 5)
+            assert net(x).shape == (batch, 10)
+            torch.testing.assert_close(net(x), model(x))
