@@ -418,15 +418,17 @@ def _check_fits(p, expected: dict, model, given: bool = False) -> None:
 
     what = f"the {type(model).__name__} passed as model=" if given else \
         (p.header["create_args"].get("name") or type(model).__name__)
+    fix = ": pass an instance of the architecture the file was saved from" if given else \
+        ": the file is damaged, or was not written by this code's model of that name"
     found = models.compressible_layers(model)
     for name, shape in p.shapes.items():
         has = tuple(expected[f"{name}.weight"].shape) if name in found and f"{name}.weight" in expected else None
         _need(has == tuple(shape), f"layer {name!r} {tuple(shape)} is not a weight of {what}"
-              + (f" (its {name!r} has {has})" if has is not None else ""))
+              + (f" (its {name!r} has {has})" if has is not None else "") + fix)
     stored = {f"{n}.weight" for n in p.shapes} | set(p.tensors)
     _need(stored == set(expected), f"file and model {what} disagree on tensors: missing "
-          f"{sorted(set(expected) - stored)[:5]}, unexpected {sorted(stored - set(expected))[:5]}")
+          f"{sorted(set(expected) - stored)[:5]}, unexpected {sorted(stored - set(expected))[:5]}{fix}")
     for name, t in p.tensors.items():
         _need(t.shape == expected[name].shape and t.dtype == expected[name].dtype,
               f"tensor {name!r} is {t.dtype} {tuple(t.shape)}, the model wants "
-              f"{expected[name].dtype} {tuple(expected[name].shape)}")
+              f"{expected[name].dtype} {tuple(expected[name].shape)}{fix}")

@@ -1197,5 +1197,6 @@ def test_a_mismatch_names_the_instance_passed(small_file, tmp_path):
     path = tmp_path / "m.dcz"
     path.write_bytes(small_file[3])
     with pytest.raises(CompressedFileError, match=r"'classifier.1' \(300, 784\) is not a weight of the LeNet5 "
-                                                  r"passed as model= \(its 'classifier.1' has \(500, 800\)\)"):
+                                                  r"passed as model= \(its 'classifier.1' has \(500, 800\)\): "
+                                                  r"pass an instance of the architecture the file was saved from"):
         F.load_compressed(path, model=models.create("lenet5", 3, 1, 28))
