@@ -1,5 +1,13 @@
-"""Reading ``.dcz`` files (the format: ``helpers.fileformat``): parse and check every byte before
-allocating, decode the layers, rebuild the model.
+"""Reading ``.dcz`` files (the format: ``helpers.fileformat``), in three steps:
+
+1. ``declare``: check every header field and section against the file before allocating anything;
+   decode nothing (raw tensors, as large as their bytes, are read and checked here);
+2. for a model (``open_for_model``): compare the declared layers and tensors with it, so that no
+   stream is decoded into more weights than the architecture has (``_check_fits``);
+3. ``Declared.decode``: the entropy-coded streams, then the model is rebuilt.
+
+``parse`` is steps 1 and 3 for readers without a model (``read_compressed``, ``size_report``),
+bounded by ``max_elements`` only.
 """
 
 from __future__ import annotations
