@@ -1,6 +1,7 @@
 """Standard exports of a compressed file, for deployment where this package is not installed.
 
-    python -m helpers.export model.dcz --format onnx|torchscript|safetensors --out PATH [--image-size N] [--in-channels C]
+    python -m helpers.export model.dcz --format onnx|torchscript|safetensors --out PATH
+                             [--image-size N] [--in-channels C]
 
 or ``export(path, format, out)``. Each is written from the decoded dense fp32 model (pruning masks
 and shared codebooks already folded into plain weights; nothing of this package is needed to run

@@ -88,8 +88,8 @@ from .fileformat_write import (_codebook_entry, check_metadata, encode_file, fin
 
 __all__ = ["CODEBOOK_DTYPES", "CODERS", "CREATE_KEYS", "DEFAULT_GAP_BITS", "DTYPES", "EXTENSION", "MAGIC",
            "MAX_ELEMENTS", "MAX_HEADER_BYTES", "MAX_MAGNITUDE", "READABLE_VERSIONS", "TRAILER", "VERSION",
-           "CompressedFileError", "Contents", "Declared", "Parsed", "SparseLayer", "check_metadata", "declare", "default_gap_bits",
-           "encode_file", "finest_int8_exponent", "gap_decode", "gap_encode", "int8_exponent",
+           "CompressedFileError", "Contents", "Declared", "Parsed", "SparseLayer", "check_metadata", "declare",
+           "default_gap_bits", "encode_file", "finest_int8_exponent", "gap_decode", "gap_encode", "int8_exponent",
            "layer_coded_bytes", "load_compressed", "open_for_model", "parse", "plain_tensors",
            "read_compressed", "save_compressed", "save_model", "size_report", "skeleton",
            "_check_fits", "_codebook_entry"]  # the last two: for tests and helpers.compact
