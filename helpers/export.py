@@ -1,6 +1,7 @@
 """Standard exports of a compressed file, for deployment where this package is not installed.
 
     python -m helpers.export model.dcz --format onnx|torchscript|safetensors --out PATH
+                             [--image-size N] [--in-channels C]
 
 or ``export(path, format, out)``. Each is written from the decoded dense fp32 model (pruning masks
 and shared codebooks already folded into plain weights; nothing of this package is needed to run
@@ -38,17 +39,43 @@ def _require(fmt: str) -> None:
         raise ImportError(f"--format {fmt} needs {', '.join(missing)}: pip install {' '.join(missing)}")
 
 
-def example_input(model, image_size=None, batch: int = 1) -> torch.Tensor:
-    """A random input of the model's shape, from its create_args (or ``image_size`` for your own)."""
+def example_input(model, image_size=None, batch: int = 1, in_channels=None) -> torch.Tensor:
+    """A random input of the model's shape: ``image_size`` and ``in_channels`` when given, else from
+    its create_args or metadata, else (channels) from its first Conv2d/Linear (``input_channels``)."""
     args = getattr(model, "create_args", None) or {}
-    size = image_size or args.get("image_size") or (model.metadata or {}).get("image_size")
+    size = _positive(image_size, "image_size") or args.get("image_size") or \
+        (getattr(model, "metadata", None) or {}).get("image_size")
     if not size:
         raise ValueError("the file does not record its image size: pass image_size=")
-    return torch.randn(batch, args.get("in_channels", 3), size, size)
+    channels = _positive(in_channels, "in_channels") or args.get("in_channels") or input_channels(model, size)
+    if not channels:
+        raise ValueError(f"cannot tell how many input channels {type(model).__name__} takes: pass in_channels=")
+    return torch.randn(batch, channels, size, size)
 
 
-def to_bytes(model, fmt: str, x: torch.Tensor, metadata: dict | None = None) -> bytes:
-    """The export of a plain (non-parametrized) module in ``fmt``, as bytes."""
+def input_channels(model, image_size: int) -> int | None:
+    """The channels the model's first Conv2d/Linear (in registration order) reads, or None: a Conv2d's
+    in_channels, or a Linear's in_features over image_size**2 when it divides (an MLP on pixels)."""
+    from torch import nn
+
+    first = next((m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))), None)
+    if isinstance(first, nn.Conv2d):
+        return first.in_channels
+    if isinstance(first, nn.Linear) and first.in_features % (image_size * image_size) == 0:
+        return first.in_features // (image_size * image_size) or None
+    return None
+
+
+def _positive(value, name: str):
+    """``value`` if None or an integer in [1, 4096] (the reader's bound on image_size), else ValueError."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 4096):
+        raise ValueError(f"{name} must be an integer in [1, 4096], got {value!r}")
+    return value
+
+
+def to_bytes(model, fmt: str, x: torch.Tensor | None, metadata: dict | None = None) -> bytes:
+    """The export of a plain (non-parametrized) module in ``fmt``, as bytes (``x``: an example input;
+    safetensors needs none)."""
     if fmt not in FORMATS:
         raise ValueError(f"format {fmt!r}: use one of {', '.join(FORMATS)}")
     _require(fmt)
@@ -70,17 +97,21 @@ def to_bytes(model, fmt: str, x: torch.Tensor, metadata: dict | None = None) -> 
     return buf.getvalue()
 
 
-def export(path, fmt: str, out, *, model=None, image_size=None) -> Path:
+def export(path, fmt: str, out, *, model=None, image_size=None, in_channels=None) -> Path:
     """Write the compressed file at ``path`` as ``fmt`` to ``out`` (atomically); returns ``out``.
 
     ``model``: a fresh instance, for a file of your own class (see ``helpers.load_compressed``).
+    ``image_size``, ``in_channels``: the input's shape, where the file and the model do not tell it
+    (``example_input``); safetensors needs no input.
     """
     if fmt not in FORMATS:
         raise ValueError(f"format {fmt!r}: use one of {', '.join(FORMATS)}")
     _require(fmt)  # before decoding anything
+    _positive(image_size, "image_size"), _positive(in_channels, "in_channels")
     net = fileformat.load_compressed(path, quantized=False, model=model).eval()
     meta = {"create_args": getattr(net, "create_args", None), "metadata": net.metadata}
-    data = to_bytes(net, fmt, example_input(net, image_size), meta)
+    x = None if fmt == "safetensors" else example_input(net, image_size, in_channels=in_channels)
+    data = to_bytes(net, fmt, x, meta)
     atomic_write_bytes(out, data)
     return Path(out)
 
@@ -91,8 +122,9 @@ def main(argv=None):
     parser.add_argument("--format", required=True, choices=list(FORMATS))
     parser.add_argument("--out", required=True)
     parser.add_argument("--image-size", type=int, default=None, help="input size, if the file lacks it")
+    parser.add_argument("--in-channels", type=int, default=None, help="input channels, if the file lacks them")
     args = parser.parse_args(argv)
-    out = export(args.file, args.format, args.out, image_size=args.image_size)
+    out = export(args.file, args.format, args.out, image_size=args.image_size, in_channels=args.in_channels)
     print(f"{out}: {out.stat().st_size} bytes ({args.format})")
 
 

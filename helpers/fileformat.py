@@ -67,23 +67,29 @@ entries). The JSON of a LeNet-5
 header deflates about 3x (3.3 KB -> 1.1 KB): class names and the repeated section keys.
 
 Reading trusts nothing: every length, offset, count and shape is checked against the file size and
-the header before anything is allocated, and any damage raises ``CompressedFileError``. Nothing
-is ever unpickled.
+the header before anything is allocated, and any damage raises ``CompressedFileError``. Loading
+into a model checks the declared layers and tensors against the model before any stream is
+decoded, so no stream decodes to more weights than the architecture has (a stream of a
+probability-1 symbol costs 4 bytes a lane however long). Stored floats must be finite and within
+``MAX_MAGNITUDE``; a weight may be stored once only (as a layer or as a raw tensor). Nothing is
+ever unpickled.
 """
 
 # The format is written by ``fileformat_write`` and read by ``fileformat_read``, over the constants
 # and sparse layout of ``fileformat_layout``; this module is their one public face.
 from .fileformat_layout import (CODEBOOK_DTYPES, CODERS, CREATE_KEYS, DEFAULT_GAP_BITS, DTYPES, EXTENSION,
-                                MAGIC, MAX_ELEMENTS, MAX_HEADER_BYTES, READABLE_VERSIONS, TRAILER, VERSION,
-                                CompressedFileError, Contents, SparseLayer, default_gap_bits, gap_decode,
-                                gap_encode)
-from .fileformat_read import Parsed, _check_fits, load_compressed, parse, read_compressed, skeleton
-from .fileformat_write import (_codebook_entry, encode_file, finest_int8_exponent, int8_exponent,
+                                MAGIC, MAX_ELEMENTS, MAX_HEADER_BYTES, MAX_MAGNITUDE, READABLE_VERSIONS,
+                                TRAILER, VERSION, CompressedFileError, Contents, SparseLayer, default_gap_bits,
+                                gap_decode, gap_encode)
+from .fileformat_read import (Declared, Parsed, _check_fits, declare, load_compressed, open_for_model, parse,
+                              plain_tensors, read_compressed, skeleton)
+from .fileformat_write import (_codebook_entry, check_metadata, encode_file, finest_int8_exponent, int8_exponent,
                                layer_coded_bytes, save_compressed, save_model, size_report)
 
 __all__ = ["CODEBOOK_DTYPES", "CODERS", "CREATE_KEYS", "DEFAULT_GAP_BITS", "DTYPES", "EXTENSION", "MAGIC",
-           "MAX_ELEMENTS", "MAX_HEADER_BYTES", "READABLE_VERSIONS", "TRAILER", "VERSION", "CompressedFileError",
-           "Contents", "Parsed", "SparseLayer", "default_gap_bits", "encode_file", "finest_int8_exponent",
-           "gap_decode", "gap_encode", "int8_exponent", "layer_coded_bytes", "load_compressed", "parse",
+           "MAX_ELEMENTS", "MAX_HEADER_BYTES", "MAX_MAGNITUDE", "READABLE_VERSIONS", "TRAILER", "VERSION",
+           "CompressedFileError", "Contents", "Declared", "Parsed", "SparseLayer", "check_metadata", "declare",
+           "default_gap_bits", "encode_file", "finest_int8_exponent", "gap_decode", "gap_encode", "int8_exponent",
+           "layer_coded_bytes", "load_compressed", "open_for_model", "parse", "plain_tensors",
            "read_compressed", "save_compressed", "save_model", "size_report", "skeleton",
-           "_check_fits", "_codebook_entry"]  # the last two: for helpers.sparse and helpers.compact
+           "_check_fits", "_codebook_entry"]  # the last two: for tests and helpers.compact

@@ -31,6 +31,21 @@ DTYPES = {"float32": (torch.float32, "<f4"), "float64": (torch.float64, "<f8"),
           "int8": (torch.int8, "i1"), "uint8": (torch.uint8, "u1"), "bool": (torch.bool, "u1")}
 
 
+# The largest magnitude a stored float may have (codebooks, biases, BatchNorm statistics). Trained
+# weights and statistics lie far below it (the running variance of raw 0-255 pixels is ~1e4); a
+# value near float32's limit (3.4e38) overflows in the first product or sum (a 3e38 codebook entry
+# made every output NaN), while products of two values up to 1.1e12 stay below 1.3e24. So a larger
+# value, like NaN or inf, can only be damage or a diverged model.
+MAX_MAGNITUDE = 2.0 ** 40
+VALUES_PROBLEM = f"holds NaN, infinite or huge values (|x| > {MAX_MAGNITUDE:.3g}): a diverged model or damage"
+
+
+def values_ok(values: np.ndarray) -> bool:
+    """Every value finite and within ``MAX_MAGNITUDE`` (the reader and writer refuse the rest)."""
+    values = np.asarray(values)
+    return not values.size or bool(np.isfinite(values).all() and np.abs(values).max() <= MAX_MAGNITUDE)
+
+
 class CompressedFileError(ValueError):
     """A compressed model file is corrupt, truncated, foreign or inconsistent with its model."""
 

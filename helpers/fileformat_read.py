@@ -1,5 +1,13 @@
-"""Reading ``.dcz`` files (the format: ``helpers.fileformat``): parse and check every byte before
-allocating, decode the layers, rebuild the model.
+"""Reading ``.dcz`` files (the format: ``helpers.fileformat``), in three steps:
+
+1. ``declare``: check every header field and section against the file before allocating anything;
+   decode nothing (raw tensors, as large as their bytes, are read and checked here);
+2. for a model (``open_for_model``): compare the declared layers and tensors with it, so that no
+   stream is decoded into more weights than the architecture has (``_check_fits``);
+3. ``Declared.decode``: the entropy-coded streams, then the model is rebuilt.
+
+``parse`` is steps 1 and 3 for readers without a model (``read_compressed``, ``size_report``),
+bounded by ``max_elements`` only.
 """
 
 from __future__ import annotations
@@ -17,8 +25,8 @@ import torch
 from . import cabac, huffman
 from . import streams as coding
 from .fileformat_layout import (CREATE_KEYS, DTYPES, MAGIC, MAX_ELEMENTS, MAX_HEADER_BYTES,
-                                READABLE_VERSIONS, TRAILER, CompressedFileError, Contents, SparseLayer,
-                                gap_decode, gap_encode)
+                                READABLE_VERSIONS, TRAILER, VALUES_PROBLEM, CompressedFileError, Contents,
+                                SparseLayer, gap_decode, gap_encode, values_ok)
 
 def _need(cond, message):
     if not cond:
@@ -77,6 +85,11 @@ class Parsed:
     streams: dict   # name -> (index symbols, gap symbols), stream-coded layers only
     file_bytes: int
 
+    @property
+    def shapes(self) -> dict:
+        """name -> shape of every layer (what ``_check_fits`` compares with a model)."""
+        return {name: s.shape for name, s in self.layers.items()}
+
     def symbols(self, name: str) -> tuple:
         """(index symbols, gap symbols) of a layer: as its streams hold them, or for a context-coded
         layer as two streams would (rebuilt here, for reports: the load path never needs them)."""
@@ -87,10 +100,36 @@ class Parsed:
         return layer.indices, gap_encode(layer.positions, gap_bits)
 
 
+@dataclass
+class Declared:
+    """A file whose every header field and section has been checked, nothing decoded yet: what it
+    declares (layer shapes, raw tensors) can be compared with a model before any stream is
+    decoded, so a small file cannot make the reader build weights its model does not have."""
+
+    header: dict
+    shapes: dict    # name -> shape of every layer
+    tensors: dict   # name -> Tensor (raw tensors are as large as their bytes: read already)
+    file_bytes: int
+    _decode: object  # () -> Parsed
+
+    def decode(self) -> Parsed:
+        return _guarded(self._decode)
+
+
 def parse(buf, max_elements: int = MAX_ELEMENTS) -> Parsed:
     """Validate and decode a whole compressed file held in memory."""
+    return declare(buf, max_elements).decode()
+
+
+def declare(buf, max_elements: int = MAX_ELEMENTS) -> Declared:
+    """Validate a whole compressed file held in memory; decode nothing (``Declared.decode``)."""
+    return _guarded(lambda: _declare(memoryview(buf).cast("B"), max_elements))
+
+
+def _guarded(fn):
+    """``fn()``, any error a damaged file can cause turned into ``CompressedFileError``."""
     try:
-        return _parse(memoryview(buf).cast("B"), max_elements)
+        return fn()
     except CompressedFileError:
         raise
     except (ValueError, TypeError, KeyError, IndexError, OverflowError, RecursionError, MemoryError,
@@ -98,7 +137,7 @@ def parse(buf, max_elements: int = MAX_ELEMENTS) -> Parsed:
         raise CompressedFileError(f"corrupt compressed file: {exc}") from exc
 
 
-def _parse(buf, max_elements) -> Parsed:
+def _declare(buf, max_elements) -> Declared:
     size = len(buf)
     _need(size >= 16 and bytes(buf[:8]) == MAGIC, "not a Deep Compression file (bad magic bytes)")
     version, reserved, hlen = struct.unpack("<HHI", buf[8:16])
@@ -137,6 +176,7 @@ def _parse(buf, max_elements) -> Parsed:
         where = f"layer {i}"
         _need(isinstance(d, dict) and isinstance(d.get("name"), str), f"{where}: no name")
         where = f"layer {d['name']!r}"
+        _need(all(m[0] != d["name"] for m in metas), f"header repeats layer {d['name']!r}")
         shape = d.get("shape")
         _need(isinstance(shape, list) and len(shape) <= 8 and all(type(x) is int and 0 <= x <= max_elements
                                                                    for x in shape), f"{where}: bad shape")
@@ -153,7 +193,7 @@ def _parse(buf, max_elements) -> Parsed:
         k = len(cb) // width
         _need(len(cb) % width == 0 and k <= 1 << bits, f"{where}: codebook size does not match bits")
         codebook = np.frombuffer(cb, dtype="<f2" if half else "<f4").astype(np.float32)
-        _need(np.isfinite(codebook).all(), f"{where}: codebook holds NaN or infinite values")
+        _need(values_ok(codebook), f"{where}: codebook {VALUES_PROBLEM}")
         if "cabac" in d:  # version 5: the layer context-coded as a whole (helpers.cabac)
             _need(version >= 5 and "index" not in d and "gap" not in d, f"{where}: 'cabac' with streams")
             e = d["cabac"]
@@ -194,13 +234,24 @@ def _parse(buf, max_elements) -> Parsed:
         _need(tdtype != torch.bool or not arr.size or arr.max() <= 1,
               f"{where}: bool tensor holds other values")
         t = torch.from_numpy(arr.astype(bool) if tdtype == torch.bool else arr)
-        tensors[d["name"]] = (t.view(torch.bfloat16) if tdtype == torch.bfloat16 else t).reshape(shape)
+        t = (t.view(torch.bfloat16) if tdtype == torch.bfloat16 else t).reshape(shape)
+        _need(not t.is_floating_point() or values_ok(t.float().numpy()), f"{where} {d['name']!r}: {VALUES_PROBLEM}")
+        tensors[d["name"]] = t
     _need(len(tensors) == len(tensor_list), "header repeats a tensor name")
+    twice = sorted({f"{m[0]}.weight" for m in metas} & set(tensors))
+    _need(not twice, f"the file stores {twice[:3]} twice, as a layer and as a raw tensor: which one "
+          "holds the weight is ambiguous, so the file is refused (re-save the model with one of them)")
     end = 0
     for off, n in sorted(used):  # sections must tile the data region exactly
         _need(off == end, "sections overlap or leave gaps")
         end += n
     _need(end == data_bytes, "sections do not fill the data region")
+    return Declared(header, {m[0]: m[1] for m in metas}, tensors, size,
+                    lambda: _decode(buf, header, specs, metas, tensors, sync, lane_symbols, size))
+
+
+def _decode(buf, header, specs, metas, tensors, sync, lane_symbols, size) -> Parsed:
+    """Every layer's streams, decoded (``_declare`` has checked everything else)."""
     try:
         symbols = coding.decode_streams(buf, specs, sync, lane_symbols)
     except ValueError as exc:
@@ -217,7 +268,6 @@ def _parse(buf, max_elements) -> Parsed:
                 positions, idx = context_decoded[name].result()
         except ValueError as exc:
             raise CompressedFileError(f"layer {name!r}: {exc}") from exc
-        _need(name not in layers, f"header repeats layer {name!r}")
         layers[name] = SparseLayer(shape, bits, codebook, positions, idx)
     return Parsed(header, layers, tensors, streams, size)
 
@@ -273,7 +323,8 @@ def load_compressed(path, map_location="cpu", quantized: bool = True, max_elemen
     A file of a registry model (the paper's four, torchvision's by name) rebuilds itself through
     ``helpers.models.create``; pass ``model=`` (a fresh instance of the same architecture) for a
     file of your own class, or to load into an instance you built. Every stored shape is checked
-    against the model before anything is allocated.
+    against the model before any stream is decoded or anything is allocated; a load that fails
+    leaves ``model`` as it was.
 
     ``quantized``: install the layers with ``helpers.quantization.import_quantized`` (weight =
     ``codebook[indices] * mask``, the codebook trainable; the same state_dict as after
@@ -283,10 +334,7 @@ def load_compressed(path, map_location="cpu", quantized: bool = True, max_elemen
     """
     from . import quantization
 
-    p = parse(_read(path), max_elements)
-    model = skeleton(p.header, model, max_elements)
-    expected = model.state_dict()
-    _check_fits(p, expected, model)
+    p, model = open_for_model(_read(path), model, max_elements)
     values = dict(p.tensors)
     for n, s in p.layers.items():
         # a placeholder (uninitialised, its pages never touched) that import_quantized replaces
@@ -301,8 +349,28 @@ def load_compressed(path, map_location="cpu", quantized: bool = True, max_elemen
     return model.to(map_location)
 
 
+def open_for_model(buf, model=None, max_elements: int = MAX_ELEMENTS):
+    """(Parsed, module): a file's layers decoded, and the module they go into (``skeleton``).
+
+    The order is the defence against decompression bombs: the header's layers and tensors are
+    checked against the module first (``_check_fits``), so no stream decodes to more weights than
+    the architecture has, whatever the file declares (a 49 KB file declaring 2**28 weights of a
+    probability-1 symbol took 34 s and 4 GB before its layer was found foreign). Only once the file
+    has decoded is a given ``model``'s weight sharing removed: a refused file leaves it untouched.
+    """
+    from . import quantization
+
+    declared = declare(buf, max_elements)
+    net = skeleton(declared.header, model, max_elements)
+    _check_fits(declared, plain_tensors(net), net, given=model is not None)
+    parsed = declared.decode()
+    if model is not None:
+        quantization.remove_sharing(net)  # a pruned or quantized instance: plain weights again
+    return parsed, net
+
+
 def skeleton(header: dict, model=None, max_elements: int = MAX_ELEMENTS):
-    """The module a parsed file's weights go into: ``model`` if given, else built from create_args.
+    """The module a parsed file's weights go into: ``model`` if given (unchanged), else built from create_args.
 
     A registry model is built on the meta device (shapes only: initialising parameters would be
     wasted work), unless it has non-persistent buffers, which need their real initialisation.
@@ -315,9 +383,7 @@ def skeleton(header: dict, model=None, max_elements: int = MAX_ELEMENTS):
     if model is not None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model= must be an nn.Module instance, got {type(model).__name__}")
-        from . import quantization
-
-        return quantization.remove_sharing(model)  # a pruned or quantized instance: plain weights again
+        return model
     if "name" not in args:
         raise CompressedFileError(
             f"{header.get('create_args', {}).get('class', 'a model')} is not in the model registry, so the "
@@ -336,21 +402,41 @@ def skeleton(header: dict, model=None, max_elements: int = MAX_ELEMENTS):
     return built
 
 
-def _check_fits(p: "Parsed", expected: dict, model) -> None:
-    """Every stored layer and tensor is one of the model's, with its shape and dtype, and none is missing."""
+def plain_tensors(model) -> dict:
+    """The state_dict ``model`` has once its weight sharing is removed (parametrized tensors as
+    meta tensors of their value's shape and dtype), without removing it."""
+    from torch.nn.utils import parametrize
+
+    out = {k: v for k, v in model.state_dict().items() if ".parametrizations." not in k}
+    for prefix, module in model.named_modules():
+        if parametrize.is_parametrized(module):
+            for name in module.parametrizations:
+                with torch.no_grad():
+                    value = getattr(module, name)
+                out[f"{prefix}.{name}" if prefix else name] = torch.empty(value.shape, dtype=value.dtype,
+                                                                          device="meta")
+    return out
+
+
+def _check_fits(p, expected: dict, model, given: bool = False) -> None:
+    """Every layer and tensor ``p`` (Declared or Parsed) stores is one of the model's, with its shape
+    and dtype, and none is missing. ``expected``: the model's plain state_dict (``plain_tensors``);
+    ``given``: the model is the caller's instance, which the messages then name."""
     from . import models
 
-    what = p.header["create_args"].get("name") or type(model).__name__
+    what = f"the {type(model).__name__} passed as model=" if given else \
+        (p.header["create_args"].get("name") or type(model).__name__)
+    fix = ": pass an instance of the architecture the file was saved from" if given else \
+        ": the file is damaged, or was not written by this code's model of that name"
     found = models.compressible_layers(model)
-    for name, s in p.layers.items():
-        _need(name in found and tuple(found[name].weight.shape) == s.shape,
-              f"layer {name!r} {s.shape} is not a weight of {what}"
-              + (f" (it has {tuple(found[name].weight.shape)})" if name in found else ""))
-    stored = {f"{n}.weight" for n in p.layers} | set(p.tensors)
+    for name, shape in p.shapes.items():
+        has = tuple(expected[f"{name}.weight"].shape) if name in found and f"{name}.weight" in expected else None
+        _need(has == tuple(shape), f"layer {name!r} {tuple(shape)} is not a weight of {what}"
+              + (f" (its {name!r} has {has})" if has is not None else "") + fix)
+    stored = {f"{n}.weight" for n in p.shapes} | set(p.tensors)
     _need(stored == set(expected), f"file and model {what} disagree on tensors: missing "
-          f"{sorted(set(expected) - stored)[:5]}, unexpected {sorted(stored - set(expected))[:5]}")
+          f"{sorted(set(expected) - stored)[:5]}, unexpected {sorted(stored - set(expected))[:5]}{fix}")
     for name, t in p.tensors.items():
         _need(t.shape == expected[name].shape and t.dtype == expected[name].dtype,
               f"tensor {name!r} is {t.dtype} {tuple(t.shape)}, the model wants "
-              f"{expected[name].dtype} {tuple(expected[name].shape)}")
-
+              f"{expected[name].dtype} {tuple(expected[name].shape)}{fix}")

@@ -14,9 +14,32 @@ import torch
 
 from . import cabac, huffman, rans
 from . import streams as coding
-from .fileformat_layout import (CODEBOOK_DTYPES, CODERS, DTYPES, MAGIC, MAX_HEADER_BYTES, TRAILER, VERSION,
-                                SparseLayer, default_gap_bits, gap_encode)
-from .fileformat_read import _read, parse
+from .fileformat_layout import (CODEBOOK_DTYPES, CODERS, DTYPES, MAGIC, MAX_HEADER_BYTES, TRAILER,
+                                VALUES_PROBLEM, VERSION, CompressedFileError, SparseLayer, default_gap_bits,
+                                gap_encode, values_ok)
+from .fileformat_read import _check_metadata, _read, parse
+
+
+def check_metadata(metadata, in_channels=None) -> dict:
+    """``metadata`` as the file will hold it (a JSON object), or ValueError naming the key and the fix
+    when JSON cannot hold it or the reader would refuse it (``fileformat_read._check_metadata``):
+    the writer and ``helpers.compress`` check it before any work, so no unreadable file is written."""
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, dict) or not all(isinstance(k, str) for k in metadata):
+        raise ValueError(f"metadata must be a dict with string keys, got {type(metadata).__name__}")
+    for key, value in metadata.items():  # one key at a time, so that the message names it
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise ValueError(f"metadata[{key!r}] cannot be stored ({exc}): use str, int, finite float, bool, "
+                             "list and dict values (a tensor: .tolist())") from None
+    stored = json.loads(json.dumps(metadata))  # as the reader sees it: tuples are lists
+    try:
+        _check_metadata(stored, in_channels)
+    except CompressedFileError as exc:
+        raise ValueError(f"{exc}; the file's reader would refuse it, so fix metadata= first") from None
+    return stored
 
 def encode_file(create_args, layers, other_tensors=None, metadata=None, *, gap_bits=None,
                 sync_interval: int = huffman.SYNC_INTERVAL, lane_symbols: int = rans.LANE_SYMBOLS,
@@ -32,6 +55,7 @@ def encode_file(create_args, layers, other_tensors=None, metadata=None, *, gap_b
     rounding the weights to half precision (it changes them: check the accuracy).
     """
     rans.lane_layout(0, lane_symbols)  # bad values raise before any work
+    metadata = check_metadata(metadata, (create_args or {}).get("in_channels"))
     if codebook_dtype not in CODEBOOK_DTYPES:
         raise ValueError(f"codebook_dtype must be one of {CODEBOOK_DTYPES}, got {codebook_dtype!r}")
     sections, size = [], 0
@@ -48,6 +72,8 @@ def encode_file(create_args, layers, other_tensors=None, metadata=None, *, gap_b
     out_layers, jobs = [], []
     for name, q in layers.items():
         s = SparseLayer.from_quantized(q).used_part()
+        if not values_ok(s.codebook):  # the reader refuses it: write no file that cannot be read
+            raise ValueError(f"layer {name}: its codebook {VALUES_PROBLEM}; retrain or fix the model first")
         g = gap_bits.get(name) if isinstance(gap_bits, dict) else gap_bits
         g = default_gap_bits(s.shape) if g is None else g
         if type(g) is not int or not 1 <= g <= 16:
@@ -79,6 +105,8 @@ def encode_file(create_args, layers, other_tensors=None, metadata=None, *, gap_b
         if dtype not in DTYPES:
             raise ValueError(f"tensor {name}: dtype {t.dtype} is not storable; use one of "
                              f"{', '.join(DTYPES)}")
+        if t.is_floating_point() and not values_ok(t.float().numpy()):
+            raise ValueError(f"tensor {name} {VALUES_PROBLEM}; retrain or fix the model first")
         exponent = int8_exponent(t.numpy()) if t.dtype == torch.float32 else None
         if exponent is not None:  # exactly int8 x 2**exponent (e.g. rounded biases): 1 byte a value
             arr, extra = np.ldexp(t.numpy(), -exponent).astype("i1"), {"int8_exponent": exponent}

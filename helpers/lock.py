@@ -27,8 +27,9 @@ class RunFolderBusy(RuntimeError):
 class RunLock:
     """``with RunLock(run_dir) as lock:`` -- ``lock.previous`` is the stale holder's record, if any."""
 
-    def __init__(self, run_dir):
+    def __init__(self, run_dir, flag: str = "--out"):
         self.path = Path(run_dir) / LOCK_NAME
+        self.flag = flag  # how the caller chose the folder, for the refusal's advice
         self.previous: dict | None = None
         self._fd = None
 
@@ -43,7 +44,7 @@ class RunLock:
             holder = _read(fd)
             os.close(fd)
             raise RunFolderBusy(f"{self.path.parent} is in use by another runner: {describe(holder)}. "
-                                "Wait for it to finish (or stop it), or pass another --out.") from None
+                                f"Wait for it to finish (or stop it), or pass another {self.flag}.") from None
         self.previous = _read(fd) or None  # a record left by a process that died holding the lock
         record = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
                   "command": " ".join(sys.argv)}

@@ -34,8 +34,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import bit_allocation, compact, config, models, pruning, quantization, reporting, training
+from . import bit_allocation, compact, config, models, preflight, pruning, quantization, reporting, training
 from .io import atomic_torch_save
+from .lock import RunLock
 # the pruning stages live in prune_stages, the shared pieces in stage_common; all are this module's API
 from .prune_stages import dense_control, plan_pruning, prune_and_retrain  # noqa: F401
 from .resume import (SETTING_DEFAULTS, MissingStageError, StaleRunError, begin,  # noqa: F401
@@ -224,18 +225,23 @@ def compress(model: nn.Module, train_loader, val_loader, out_dir, *, test_loader
     field, e.g. ``epochs=3, target_kept=0.1``) set the work. ``model`` ends up holding the
     compressed (pruned + weight-shared) model. Returns ``{"file": path, "stages": {...}}``; load the
     file with ``helpers.load_compressed(path)`` (registry models) or ``(path, model=MyNet())``.
+
+    Before any work, the arguments are checked (``helpers.preflight``: the model's layers and tied
+    tensors, empty loaders, the metadata the file will hold), and ``out_dir``'s lock is taken
+    (``helpers.lock``): a second compress or runner on the same folder is refused while this runs.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    if not models.compressible_layers(model):
-        raise ValueError(f"{type(model).__name__} has no Conv2d or Linear layer: nothing to compress.")
-    if train_loader is None or val_loader is None:
-        raise ValueError("compress needs a train_loader (retraining) and a val_loader (pruning decisions).")
+    metadata = preflight.check_compress_arguments(model, train_loader, val_loader, test_loader, metadata)
     name = getattr(model, "create_args", {}).get("name") or type(model).__name__
     settings = {**settings_for(profile, name, seed, **overrides), "trained": bool(trained)}
     out_dir, device = Path(out_dir), torch.device(device) if device else training.pick_device()
     if settings.get("threads"):
         torch.set_num_threads(settings["threads"])
+    with RunLock(out_dir, flag="out_dir"):  # one writer per folder: two compress calls mixed their artefacts
+        stages = _all_stages(model, train_loader, val_loader, settings, out_dir, test_loader, device, metadata)
+    return {"file": stages["compressed"]["file"], "stages": stages, "settings": settings}
+
+
+def _all_stages(model, train_loader, val_loader, settings, out_dir, test_loader, device, metadata) -> dict:
     training.seed_everything(settings["seed"])
     stages = {"baseline": train_baseline(model, train_loader, val_loader, settings, out_dir, test_loader=test_loader,
                                          device=device)}
@@ -248,4 +254,4 @@ def compress(model: nn.Module, train_loader, val_loader, out_dir, *, test_loader
         stages["dense_control"] = dense_control(copy.deepcopy(model), train_loader, val_loader, settings, out_dir,
                                                 test_loader=test_loader, device=device)
     stages["compressed"] = encode(model, settings, out_dir, metadata=metadata, test_loader=test_loader, device=device)
-    return {"file": stages["compressed"]["file"], "stages": stages, "settings": settings}
+    return stages

@@ -81,8 +81,10 @@ def targets_from_sensitivity(scan: dict[str, list[tuple[float, float]]], baselin
 
 
 def kept_share(targets: dict[str, float], layer_sizes: dict[str, int]) -> float:
-    """The fraction of all weights of the ``targets``' layers that their sparsities keep."""
-    return sum(layer_sizes[n] * (1.0 - s) for n, s in targets.items()) / sum(layer_sizes[n] for n in targets)
+    """The fraction of all weights of the ``targets``' layers that their sparsities keep; 1.0 for no
+    weights (a model whose every layer is kept whole: nothing is pruned, so nothing is lost)."""
+    total = sum(layer_sizes[n] for n in targets)
+    return sum(layer_sizes[n] * (1.0 - s) for n, s in targets.items()) / total if total else 1.0
 
 
 def targets_for_budget(scan: dict[str, list[tuple[float, float]]], baseline_metric: float,

@@ -88,19 +88,23 @@ class SharedCSR:
             raise ValueError(f"group={group!r}: use 1, {GROUP} or None")
         rows = int(layer.shape[0]) if layer.shape else 1
         width, k = math.prod(layer.shape[1:]), layer.codebook.size
-        row_of = layer.positions // width
-        cols = (layer.positions - row_of * width).astype(np.uint16 if width < 1 << 16 else np.int32)
-        indices = np.asarray(layer.indices).astype(np.uint8 if k <= 256 else np.uint16)
+        positions, indices = np.asarray(layer.positions), np.asarray(layer.indices)
+        _check_survivors(positions, indices, rows * width, k)
+        row_of = positions // max(width, 1)
+        cols = (positions - row_of * width).astype(np.uint16 if width < 1 << 16 else np.int32)
         codebook = np.ascontiguousarray(layer.codebook, np.float32)
         if group == GROUP and k > 256:
             raise ValueError(f"group={GROUP} needs a codebook of at most 256 entries")
-        if group != 1 and k <= 256:  # rows * k run counts stay small
-            run_of = row_of * k + indices  # each survivor's (row, index) run
-            runs = np.bincount(run_of, minlength=rows * k)
-            padded = -(-runs // GROUP) * GROUP
+        if group != 1 and k <= 256:
+            run_of = row_of.astype(np.int64) * k + indices  # each survivor's (row, index) run
+            order = np.argsort(run_of, kind="stable")  # by row, index, column
+            runs, counts = _occupied_runs(run_of[order])  # never rows * k counters (3.9 GB for 1M rows)
+            padded = -(-counts // GROUP) * GROUP
             if group == GROUP or padded.sum() <= (1 + MAX_PADDING) * max(indices.size, 1):
-                return cls((rows, width), *_grouped(run_of, runs, padded, cols, width, k), codebook, GROUP)
-        return cls((rows, width), _offsets(np.bincount(row_of, minlength=rows)), cols, indices, codebook, 1)
+                return cls((rows, width), *_grouped(order, runs, counts, padded, cols, rows, width, k), codebook,
+                           GROUP)
+        return cls((rows, width), _offsets(np.bincount(row_of, minlength=rows)), cols,
+                   indices.astype(np.uint8 if k <= 256 else np.uint16), codebook, 1)
 
     @property
     def nbytes(self) -> int:
@@ -127,19 +131,42 @@ class SharedCSR:
         return sparse.csr_matrix((values, self.cols[real].astype(np.int32), indptr), shape=self.shape)
 
 
-def _grouped(run_of, runs, padded, cols, width, k):
-    """(rowptr, cols, idx) of the grouped layout from each survivor's run (row * k + index), the
-    survivors per run, that padded to a multiple of GROUP, and the survivors' columns: runs in
-    order, each padded with column ``width``."""
-    order = np.argsort(run_of, kind="stable")  # by row, index, column
-    run_sorted = np.repeat(np.arange(runs.size), runs)
-    slots = (_exclusive_cumsum(padded)[run_sorted] + np.arange(run_of.size)
-             - _exclusive_cumsum(runs)[run_sorted])
+def _check_survivors(positions, indices, numel: int, k: int) -> None:
+    """ValueError unless the survivors are strictly increasing flat positions inside the weight, each
+    with an index inside the codebook: the kernels index the input and the codebook with them
+    unchecked, so a bad one would read past the end."""
+    if positions.ndim != 1 or positions.shape != indices.shape:
+        raise ValueError("positions and indices must be 1-D arrays of the same length")
+    if not positions.size:
+        return
+    if int(indices.min()) < 0 or int(indices.max()) >= k:
+        raise ValueError(f"a survivor's codebook index ({int(indices.min())}..{int(indices.max())}) is outside "
+                         f"the codebook's {k} entries")
+    if int(positions[0]) < 0 or int(positions[-1]) >= numel or not (np.diff(positions) > 0).all():
+        raise ValueError(f"survivor positions must be strictly increasing in [0, {numel})")
+
+
+def _occupied_runs(sorted_runs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the distinct runs, survivors in each) of the survivors' sorted run numbers."""
+    if not sorted_runs.size:
+        return sorted_runs, np.zeros(0, dtype=np.int64)
+    first = np.flatnonzero(np.concatenate(([True], sorted_runs[1:] != sorted_runs[:-1])))
+    return sorted_runs[first], np.diff(np.append(first, sorted_runs.size))
+
+
+def _grouped(order, runs, counts, padded, cols, rows, width, k):
+    """(rowptr, cols, idx) of the grouped layout: the occupied runs (row * k + index) in order, each
+    its survivors' columns padded with column ``width`` to ``padded`` slots. ``order`` sorts the
+    survivors by run; ``counts``: the survivors of each run."""
+    run_sorted = np.repeat(np.arange(runs.size), counts)  # the run of each survivor, in sorted order
+    slots = (_exclusive_cumsum(padded)[run_sorted] + np.arange(order.size)
+             - _exclusive_cumsum(counts)[run_sorted])
     out_cols = np.full(int(padded.sum()), width, dtype=cols.dtype)
     out_cols[slots] = cols[order]
     chunks_per_run = padded // GROUP
-    chunk_idx = np.repeat(np.arange(runs.size) % k, chunks_per_run).astype(np.uint8)
-    return _offsets(chunks_per_run.reshape(-1, k).sum(axis=1)), out_cols, chunk_idx
+    chunk_idx = np.repeat(runs % k, chunks_per_run).astype(np.uint8)
+    chunks_per_row = np.bincount(np.repeat(runs // k, chunks_per_run), minlength=rows)
+    return _offsets(chunks_per_row), out_cols, chunk_idx
 
 
 def _exclusive_cumsum(counts: np.ndarray) -> np.ndarray:
@@ -181,6 +208,8 @@ class _SparseBase(nn.Module):
         """W @ x2 for x2 (in, n): (out, n)."""
         if x2.shape[0] != self.in_features:
             raise ValueError(f"input has {x2.shape[0]} features, the layer takes {self.in_features}")
+        if x2.numel() == 0 or self.out_features == 0:  # a batch of 0, or no inputs or outputs: the
+            return torch.zeros(self.out_features, x2.shape[1])  # kernels assume both; the sum is empty
         x_np = x2.detach().to("cpu", torch.float32).numpy()
         return torch.from_numpy(self._matmul(x_np[:, 0] if x_np.shape[1] == 1 else x_np)).view(
             self.out_features, x2.shape[1])
@@ -191,8 +220,8 @@ class SparseLinear(_SparseBase):
 
     def forward(self, x):
         lead = x.shape[:-1]
-        x2 = x.reshape(-1, x.shape[-1])
-        y = self._product(x2.t().contiguous() if x2.shape[0] > 1 else x2.reshape(-1, 1)).t()
+        x2 = x.reshape(math.prod(lead), x.shape[-1])  # not -1: ambiguous for 0 elements
+        y = self._product(x2.t().contiguous() if x2.shape[0] != 1 else x2.reshape(-1, 1)).t()
         if self.bias is not None:
             y = y + self.bias
         return y.reshape(*lead, self.out_features)
@@ -215,7 +244,7 @@ class SparseConv2d(_SparseBase):
         oh, ow = (_out_size(s, k, st, p, d) for s, k, st, p, d in
                   zip((h, w), self.kernel_size, self.stride, self.padding, self.dilation))
         cols = F.unfold(x, self.kernel_size, self.dilation, self.padding, self.stride)  # (n, C*k*k, L)
-        cols = cols[0] if n == 1 else cols.transpose(0, 1).reshape(cols.shape[1], -1)
+        cols = cols[0] if n == 1 else cols.transpose(0, 1).reshape(cols.shape[1], n * cols.shape[2])
         y = self._product(cols.contiguous()).view(self.out_features, n, oh * ow).transpose(0, 1)
         y = y.reshape(n, self.out_features, oh, ow)
         return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
@@ -274,9 +303,7 @@ def load_sparse(path, map_location="cpu", *, model=None, kernel: str = "auto", b
         return fileformat.load_compressed(path, map_location, quantized=False, model=model)
     kernel = resolve_kernel(kernel)
     with open(path, "rb") as f:
-        parsed = fileformat.parse(f.read())
-    net = fileformat.skeleton(parsed.header, model)
-    fileformat._check_fits(parsed, net.state_dict(), net)
+        parsed, net = fileformat.open_for_model(f.read(), model)
     found = models.compressible_layers(net)
     plan = {name: choose_layout(found[name], s.positions.size / max(math.prod(s.shape), 1), break_even)
             for name, s in parsed.layers.items()}

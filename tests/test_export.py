@@ -72,3 +72,50 @@ def test_missing_package_is_one_clear_error_before_any_work(tmp_path, monkeypatc
 def test_unknown_format(small_file, tmp_path):
     with pytest.raises(ValueError, match="use one of onnx, torchscript, safetensors"):
         export.export(small_file, "tflite", tmp_path / "m.tflite")
+
+
+# ----------------------------------------------------------------------------- issue 24: users' models
+class GrayNet(torch.nn.Module):
+    """A user's own 1-channel model: no create_args, so the file does not say its input's shape."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 4, 3)
+        self.head = torch.nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.head(self.conv(x).mean((2, 3)))
+
+
+@pytest.fixture(scope="module")
+def gray_file(tmp_path_factory):
+    from helpers.quantization import quantize_model
+
+    torch.manual_seed(0)
+    model = GrayNet()
+    quantize_model(model, conv_bits=2, fc_bits=2)
+    path = tmp_path_factory.mktemp("gray") / "gray.dcz"
+    fileformat.save_model(model, path, {"image_size": 12})
+    return path
+
+
+def test_a_users_one_channel_model_exports_to_onnx(gray_file, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    out = export.export(gray_file, "onnx", tmp_path / "g.onnx", model=GrayNet())  # channels from its conv
+    x = torch.randn(2, 1, 12, 12)
+    got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"input": x.numpy()})[0]
+    with torch.no_grad():
+        want = fileformat.load_compressed(gray_file, quantized=False, model=GrayNet()).eval()(x).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    assert export.example_input(GrayNet(), 7, in_channels=5).shape == (1, 5, 7, 7)  # or as told
+    mlp = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(2 * 6 * 6, 3))
+    assert export.example_input(mlp, 6).shape == (1, 2, 6, 6)  # an MLP on pixels: in_features / size**2
+
+
+@pytest.mark.parametrize("kwargs, problem", [({"image_size": -5}, "image_size must be an integer in"),
+                                             ({"image_size": 2.5}, "image_size must be an integer in"),
+                                             ({"in_channels": 0}, "in_channels must be an integer in")])
+def test_a_bad_input_shape_is_one_clear_error(gray_file, tmp_path, kwargs, problem):
+    with pytest.raises(ValueError, match=problem):
+        export.export(gray_file, "torchscript", tmp_path / "g.pt", model=GrayNet(), **kwargs)
+    assert not (tmp_path / "g.pt").exists()

@@ -203,7 +203,8 @@ def test_gap_decode_rejects_what_encode_never_writes():
 def test_plain_data_round_trip_is_bit_exact(tmp_path):
     gen = torch.Generator().manual_seed(1)
     mask = torch.rand(7, 300, generator=gen) < 0.2
-    codebook = torch.tensor([-0.0, 0.0, 3e38, -1.5, -3e38, 1e-40], dtype=torch.float32)  # NaN/inf: refused
+    big = F.MAX_MAGNITUDE  # the largest magnitude stored; NaN, inf and larger values: refused
+    codebook = torch.tensor([-0.0, 0.0, big, -1.5, -big, 1e-40], dtype=torch.float32)
     layers = {
         "fc": QuantizedLayer(codebook, torch.randint(6, (7, 300), generator=gen), mask, 3),
         "empty": QuantizedLayer(torch.zeros(0), torch.zeros(4, 5, dtype=torch.int64),
@@ -897,7 +898,7 @@ def test_biases_on_an_int8_grid_are_stored_in_a_byte_each_and_read_back_exactly(
 def test_unused_codebook_entries_are_dropped_and_weights_kept_bit_for_bit(tmp_path):
     gen = torch.Generator().manual_seed(3)
     codebook = torch.randn(256, generator=gen)
-    codebook[[7, 200]] = torch.tensor([3e38, -0.0])
+    codebook[[7, 200]] = torch.tensor([F.MAX_MAGNITUDE, -0.0])
     mask = torch.rand(20, 3, 5, 5, generator=gen) < 0.1
     indices = torch.tensor([3, 7, 200, 255])[torch.randint(4, mask.shape, generator=gen)]
     layers = {"conv": QuantizedLayer(codebook, indices, mask, 8),
@@ -1059,3 +1060,143 @@ def test_bad_codebook_dtypes_raise(edit):
     blob = F.encode_file({}, fp16_layers([i / 8 for i in range(32)]))
     with pytest.raises(CompressedFileError):
         F.parse(edited(blob, edit))
+
+
+# ----------------------------------------------------------------------------- issue 24: bad input
+LENET300 = {"name": "lenet300", "num_classes": 10, "in_channels": 1, "image_size": 28}
+
+
+def bomb_file(rows, cols, name="bomb", create_args=LENET300):
+    """A CRC-valid file declaring one (rows, cols) layer whose weights all survive, with one
+    codebook entry: both rANS streams code one symbol at probability 1, so each lane is only its
+    4-byte initial state, and 2**28 weights take ~50 KB (issue 24's decompression bomb)."""
+    lane, numel = (1 << 16) - 3, rows * cols
+    seed = QuantizedLayer(torch.tensor([0.5]), torch.zeros(2, 8, dtype=torch.int64),
+                          torch.ones(2, 8, dtype=torch.bool), 1)
+    header, data = split(F.encode_file(create_args, {name: seed}, lane_symbols=lane, coders=("rans",)))
+    out = bytearray()
+
+    def put(b):
+        out.extend(b)
+        return {"offset": len(out) - len(b), "length": len(b)}
+
+    def cut(sec):
+        return bytes(data[sec["offset"]:sec["offset"] + sec["length"]])
+
+    d, lanes = header["layers"][0], -(-numel // lane)
+    d.update(shape=[rows, cols], survivors=numel, codebook=put(cut(d["codebook"])))
+    for key in ("index", "gap"):
+        s = d[key]
+        assert s["coder"] == "rans" and s["data"]["length"] == 4  # one lane: the initial state alone
+        s.update(count=numel, model=put(cut(s["model"])), sync=put(struct.pack("<H", 2) * (lanes - 1)),
+                 data=put(cut(s["data"]) * lanes))
+    header["data_bytes"] = len(out)
+    return frame(zlib.compress(json.dumps(header).encode(), 9), out)
+
+
+def test_the_forged_bomb_is_a_valid_file():
+    got = F.parse(bomb_file(3, 70000)).layers["bomb"]  # 4 lanes a stream
+    assert got.shape == (3, 70000) and got.positions.size == 210000 and not got.indices.any()
+
+
+@pytest.mark.parametrize("runtime", ["dense", "sparse"])
+@pytest.mark.parametrize("name", ["bomb", "classifier.1"])  # a foreign layer; a layer of the wrong shape
+def test_a_decompression_bomb_is_refused_before_decoding(tmp_path, runtime, name):
+    import time
+    import tracemalloc
+
+    path = tmp_path / "bomb.dcz"
+    path.write_bytes(bomb_file(16380, 16384, name))
+    assert path.stat().st_size < 60_000
+    tracemalloc.start()
+    try:
+        started = time.perf_counter()
+        with pytest.raises(CompressedFileError, match=f"layer '{name}' .* is not a weight of lenet300"):
+            helpers.load_compressed(path, runtime=runtime)
+        seconds, peak = time.perf_counter() - started, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert seconds < 1 and peak < 100 << 20, (seconds, peak)
+
+
+def _tensor_value(name, value, layer=None):
+    """An edit of small_file setting raw tensor ``name``'s first value, or a codebook entry of ``layer``."""
+    def edit(header, data):
+        entry = next(d["codebook"] if layer else d for d in header["layers" if layer else "tensors"]
+                     if d["name"] == (layer or name))
+        assert "int8_exponent" not in entry and "codebook_dtype" not in entry  # plain float32
+        struct.pack_into("<f", data, entry["offset"], value)
+    return edit
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -3e38])
+@pytest.mark.parametrize("where", ["bias", "codebook"])
+def test_nan_inf_and_huge_stored_values_are_refused(small_file, tmp_path, value, where):
+    blob = small_file[3]
+    header = split(blob)[0]
+    bias = next(d["name"] for d in header["tensors"] if "int8_exponent" not in d)
+    edit = _tensor_value(bias, value) if where == "bias" else _tensor_value(None, value, header["layers"][0]["name"])
+    path = tmp_path / "bad.dcz"
+    path.write_bytes(edited(blob, edit))
+    for load in (F.read_compressed, lambda p: helpers.load_compressed(p, runtime="sparse")):
+        with pytest.raises(CompressedFileError, match="NaN, infinite or huge"):
+            load(path)
+
+
+def test_nan_batchnorm_statistics_are_refused_by_the_reader_and_the_writer(tmp_path):
+    from helpers.export import export
+    from helpers.quantization import quantize_model
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2), torch.nn.Flatten(),
+                                torch.nn.Linear(8, 3))
+    quantize_model(model, conv_bits=2, fc_bits=2)
+    model[1].running_var.fill_(0.3)  # not on an int8 grid: stored as float32, so NaN can be forged
+    model[1].running_var[0] = float("nan")
+    with pytest.raises(ValueError, match="1.running_var holds NaN"):
+        F.save_model(model, tmp_path / "never.dcz")  # the writer refuses what the reader would
+    assert not (tmp_path / "never.dcz").exists()
+    model[1].running_var[0] = 0.3
+    path = tmp_path / "bn.dcz"
+    F.save_model(model, path)
+    path.write_bytes(edited(path.read_bytes(), _tensor_value("1.running_var", float("nan"))))
+    fresh = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2), torch.nn.Flatten(),
+                                torch.nn.Linear(8, 3))
+    with pytest.raises(CompressedFileError, match="'1.running_var': holds NaN"):
+        export(path, "safetensors", tmp_path / "bn.safetensors", model=fresh, image_size=5)
+
+
+def test_a_weight_stored_as_a_layer_and_as_a_raw_tensor_is_refused(small_file, tmp_path):
+    model, layers, others, _ = small_file
+    name = next(iter(layers))
+    blob = F.encode_file(model.create_args, layers, {**others, f"{name}.weight": layers[name].weight()})
+    path = tmp_path / "twice.dcz"
+    path.write_bytes(blob)
+    for runtime in ("dense", "sparse"):
+        with pytest.raises(CompressedFileError, match=f"stores \\['{name}.weight'\\] twice"):
+            helpers.load_compressed(path, runtime=runtime)
+
+
+@pytest.mark.parametrize("runtime", ["dense", "sparse"])
+def test_a_refused_file_leaves_the_callers_model_untouched(small_file, tmp_path, runtime):
+    from helpers.quantization import quantize_model
+
+    model = models.create("lenet300", 3, 1, 28)
+    quantize_model(model, conv_bits=2, fc_bits=2)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    path = tmp_path / "m.dcz"
+    path.write_bytes(edited(small_file[3], _set(("tensors", 0, "dtype"), "int32")))
+    with pytest.raises(CompressedFileError, match="wants"):
+        helpers.load_compressed(path, model=model, runtime=runtime)
+    after = model.state_dict()
+    assert list(after) == list(before) and all(torch.equal(after[k], v) for k, v in before.items())
+    path.write_bytes(small_file[3])  # and a good file still loads into it
+    helpers.load_compressed(path, model=model, runtime=runtime)
+
+
+def test_a_mismatch_names_the_instance_passed(small_file, tmp_path):
+    path = tmp_path / "m.dcz"
+    path.write_bytes(small_file[3])
+    with pytest.raises(CompressedFileError, match=r"'classifier.1' \(300, 784\) is not a weight of the LeNet5 "
+                                                  r"passed as model= \(its 'classifier.1' has \(500, 800\)\): "
+                                                  r"pass an instance of the architecture the file was saved from"):
+        F.load_compressed(path, model=models.create("lenet5", 3, 1, 28))

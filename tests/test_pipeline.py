@@ -335,3 +335,95 @@ def test_the_loss_rule_stops_a_round_whose_accuracy_alone_would_pass(loaders, tm
                                         test_loader=test, device=torch.device("cpu"))
     assert [r.get("accepted") for r in record["rounds"]] == [None, None, True, False]
     assert record["baseline_val_loss"] > 0
+
+
+# ----------------------------------------------------------------------------- issue 24: compress on bad input
+def _tensor_loader(n=32, features=64, classes=3, batch=16):
+    gen = torch.Generator().manual_seed(0)
+    xs, ys = torch.randn(n, features, generator=gen), torch.randint(classes, (n,), generator=gen)
+    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(xs, ys), batch_size=batch)
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """compress must refuse before its first epoch: any training fails the test."""
+    from helpers import training
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("trained before refusing")
+    monkeypatch.setattr(training, "fit", refuse)
+
+
+def test_an_empty_loader_is_refused_before_any_work(tmp_path, no_training):
+    empty, full = _tensor_loader(n=0), _tensor_loader()
+    for train, val, name in ((empty, full, "train_loader"), (full, empty, "val_loader")):
+        with pytest.raises(ValueError, match=f"{name} has no batches"):
+            pipeline.compress(nn.Linear(64, 3), train, val, tmp_path / "out", **CI)
+    with pytest.raises(ValueError, match="test_loader has no batches"):
+        pipeline.compress(nn.Linear(64, 3), full, full, tmp_path / "out", test_loader=empty, **CI)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("metadata, problem", [
+    ({"class_names": "0123456789"}, "'class_names' must be a non-empty list of strings"),
+    ({"mean": [0.5, 0.5]}, "'mean' must be a list of 1 or 3 finite numbers"),
+    ({"image_size": 10000}, "'image_size' missing or out of range"),
+    ({"mean": [float("nan")]}, r"metadata\['mean'\] cannot be stored \(Out of range float"),
+    ({"std": torch.tensor([0.5])}, r"metadata\['std'\] cannot be stored .*a tensor: .tolist\(\)"),
+    ("mean=0.5", "metadata must be a dict")])
+def test_bad_metadata_is_refused_before_the_first_epoch(tmp_path, no_training, metadata, problem):
+    loader = _tensor_loader()
+    with pytest.raises(ValueError, match=problem):
+        pipeline.compress(nn.Linear(64, 3), loader, loader, tmp_path / "out", metadata=metadata, **CI)
+    assert not (tmp_path / "out").exists(), "no unreadable file is left behind"
+
+
+def test_a_model_with_no_layer_large_enough_to_prune_compresses(tmp_path):
+    from helpers import sensitivity
+
+    assert sensitivity.kept_share({}, {}) == 1.0
+    loader = _tensor_loader()
+    model = nn.Sequential(nn.Linear(64, 3))  # 192 weights: under MIN_PRUNABLE_WEIGHTS, kept whole
+    result = pipeline.compress(model, loader, loader, tmp_path / "tiny", test_loader=loader,
+                               metadata={"mean": [0.0]}, **CI)
+    assert result["stages"]["pruned"]["kept_fraction"] == 1.0
+    reloaded = load_compressed(result["file"], model=nn.Sequential(nn.Linear(64, 3)))
+    x = next(iter(loader))[0]
+    assert torch.equal(reloaded(x), model.cpu()(x)) and reloaded.metadata == {"mean": [0.0]}
+
+
+class _Aliased(nn.Module):
+    def __init__(self, tie_weights=False):
+        super().__init__()
+        self.a = nn.Linear(64, 64)
+        self.head = nn.Linear(64, 3)
+        if tie_weights:
+            self.b = nn.Linear(64, 64)
+            self.b.weight = self.a.weight
+        else:
+            self.b = self.a  # one module, two names
+
+    def forward(self, x):
+        return self.head(torch.relu(self.b(torch.relu(self.a(x)))))
+
+
+def test_a_module_under_two_names_is_refused_before_any_work(tmp_path, no_training):
+    loader = _tensor_loader()
+    with pytest.raises(ValueError, match="registered as both 'a' and 'b'.*Register it once"):
+        pipeline.compress(_Aliased(), loader, loader, tmp_path / "out", **CI)
+
+
+def test_tied_weights_are_refused_before_any_work(tmp_path, no_training):
+    loader = _tensor_loader()
+    with pytest.raises(ValueError, match=r"'b.weight' is the same tensor as 'a.weight' \(tied weights\)"):
+        pipeline.compress(_Aliased(tie_weights=True), loader, loader, tmp_path / "out", **CI)
+
+
+def test_a_second_compress_on_a_busy_out_dir_is_refused(tmp_path, no_training):
+    from helpers.lock import RunFolderBusy, RunLock
+
+    loader = _tensor_loader()
+    with RunLock(tmp_path / "out"):  # another compress (or the runner) holds the folder
+        with pytest.raises(RunFolderBusy, match=f"in use by another runner: process {os.getpid()}.*another out_dir"):
+            pipeline.compress(nn.Linear(64, 3), loader, loader, tmp_path / "out", **CI)
+    assert [p.name for p in (tmp_path / "out").iterdir()] == [".runner.lock"]

@@ -201,3 +201,59 @@ def test_without_numba_one_clear_error_or_the_csr_fallback(files, monkeypatch):
     x = torch.randn(2, 1, size, size)
     torch.testing.assert_close(model(x), fileformat.load_compressed(path, quantized=False)(x).detach(),
                                rtol=1e-4, atol=1e-4)
+
+
+# ----------------------------------------------------------------------------- issue 24: bad input
+def _zero_size_net():
+    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(36, 10), nn.Linear(10, 0), nn.Linear(0, 10))
+
+
+@pytest.mark.parametrize("kernel", ["shared", "csr"])
+def test_a_batch_of_zero_and_zero_size_layers_run_like_the_dense_model(tmp_path, kernel):
+    from helpers.quantization import quantize_model
+
+    torch.manual_seed(0)
+    model = _zero_size_net()
+    quantize_model(model, conv_bits=2, fc_bits=2)
+    fileformat.save_model(model, tmp_path / "z.dcz")
+    net = sparse.load_sparse(tmp_path / "z.dcz", model=_zero_size_net(), kernel=kernel,
+                             break_even={"conv": 1.1, "linear": 1.1})  # every layer sparse
+    assert set(net.sparse_plan.values()) == {"sparse"}
+    model.eval()
+    with torch.no_grad():
+        for batch in (0, 1, 3):
+            x = torch.randn(batch, 1, 5, 5)
+            assert net(x).shape == (batch, 10)
+            torch.testing.assert_close(net(x), model(x))
+
+
+def test_the_grouped_layout_of_many_rows_counts_only_the_runs_that_occur():
+    import tracemalloc
+
+    rows, width, k = 200_000, 64, 256  # rows * k counters: 51M, 410 MB at int64 (the old layout's)
+    rng = np.random.default_rng(0)
+    positions = np.arange(rows, dtype=np.int64) * width + rng.integers(0, width, rows)  # one survivor a row
+    s = SparseLayer((rows, width), 8, rng.standard_normal(k).astype(np.float32), positions,
+                    rng.integers(0, k, rows))
+    tracemalloc.start()
+    try:
+        m = SharedCSR.from_layer(s, group=4)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 40 << 20, peak
+    assert m.group == 4 and m.nnz == rows and m.rowptr.tolist()[:3] == [0, 1, 2]
+    x = rng.standard_normal(width).astype(np.float32)
+    np.testing.assert_allclose(m.to_scipy() @ x, s.dense().numpy() @ x, rtol=1e-6)
+
+
+@pytest.mark.parametrize("indices, positions, problem", [
+    ([0, 3], [1, 5], r"codebook index \(0..3\) is outside the codebook's 3 entries"),
+    ([0, -1], [1, 5], "outside the codebook"),
+    ([0, 1], [5, 1], "strictly increasing"),
+    ([0, 1], [1, 6], r"strictly increasing in \[0, 6\)")])
+@pytest.mark.parametrize("group", [None, 1, 4])
+def test_survivors_outside_the_codebook_or_the_weight_are_refused(indices, positions, problem, group):
+    s = SparseLayer((2, 3), 2, np.array([1, 2, 3], np.float32), np.array(positions), np.array(indices))
+    with pytest.raises(ValueError, match=problem):
+        SharedCSR.from_layer(s, group=group)
