@@ -7,7 +7,10 @@ or ``export(path, format, out)``. Each is written from the decoded dense fp32 mo
 and shared codebooks already folded into plain weights; nothing of this package is needed to run
 it): ONNX (any runtime; the batch dimension is dynamic), TorchScript (``torch.jit.load``), or
 safetensors (the ``state_dict`` alone, with the registry's ``create_args`` and the file's metadata
-as JSON strings in its header, for ``helpers.models.create(**create_args)``).
+as JSON strings in its header, for ``helpers.models.create(**create_args)``). The ONNX model carries
+the file's metadata in its ``metadata_props`` (``class_names``, ``image_size``, ``mean``, ``std``,
+``create_args``, each a JSON string): feed it ``(pixels / 255 - mean) / std``, NCHW float32, after
+resizing the shorter side to ``image_size`` and center-cropping.
 
 None of them keeps the sparsity or the weight sharing: each stores every weight as fp32, so an
 export is as large as the dense model (AlexNet-23: ~228 MB against a few MB of ``.dcz``); a
@@ -22,6 +25,7 @@ import argparse
 import importlib.util
 import io
 import json
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -85,16 +89,43 @@ def to_bytes(model, fmt: str, x: torch.Tensor | None, metadata: dict | None = No
 
         state = {k: v.contiguous() for k, v in model.state_dict().items()}
         return save(state, metadata={k: json.dumps(v) for k, v in (metadata or {}).items()})
+    if fmt == "onnx":
+        return onnx_bytes(model, x, metadata)
     buf = io.BytesIO()
-    with torch.no_grad():
-        if fmt == "torchscript":
-            with warnings.catch_warnings():  # torch.jit is deprecated for torch.export, but libtorch
-                warnings.simplefilter("ignore", FutureWarning)  # (C++) and mobile still load it
-                torch.jit.save(torch.jit.trace(model, x), buf)
-        else:
-            torch.onnx.export(model, (x,), buf, input_names=["input"], output_names=["logits"],
-                              dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
+    with torch.no_grad(), warnings.catch_warnings():  # torch.jit is deprecated for torch.export, but
+        warnings.simplefilter("ignore", FutureWarning)  # libtorch (C++) and mobile still load it
+        torch.jit.save(torch.jit.trace(model, x), buf)
     return buf.getvalue()
+
+
+def onnx_bytes(model, x: torch.Tensor, metadata: dict | None = None) -> bytes:
+    """ONNX with a dynamic batch axis, and ``metadata`` (class names, image size, mean, std, ...) as
+    JSON strings in the model's ``metadata_props``, so a runtime knows how to feed it.
+
+    torch's current exporter (``dynamo=True``, through torch.export and onnxscript) is used: the
+    legacy TorchScript-based one cannot express an adaptive pooling whose output does not divide
+    its input (AlexNet at 64 px pools a 1x1 map to 6x6) and is deprecated. Should the current one
+    fail on a model, the legacy one is tried, with a warning naming the reason.
+    """
+    import onnx
+
+    x = torch.cat([x, x]) if x.shape[0] == 1 else x  # a batch of 1 would be taken as a fixed size
+    with tempfile.TemporaryDirectory() as folder, torch.no_grad():
+        path = Path(folder) / "model.onnx"
+        names = dict(input_names=["input"], output_names=["logits"])
+        try:
+            torch.onnx.export(model, (x,), str(path), dynamo=True, verbose=False, optimize=True,
+                              dynamic_shapes=({0: torch.export.Dim("batch")},), **names)
+        except Exception as exc:  # torch.export raises many types for what it cannot trace
+            warnings.warn(f"torch's current ONNX exporter failed ({type(exc).__name__}: {str(exc)[:200]}); "
+                          "using the legacy exporter")
+            torch.onnx.export(model, (x,), str(path), dynamo=False,
+                              dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, **names)
+        proto = onnx.load(str(path))
+    for key, value in (metadata or {}).items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, json.dumps(value)
+    return proto.SerializeToString()
 
 
 def export(path, fmt: str, out, *, model=None, image_size=None, in_channels=None) -> Path:
@@ -110,6 +141,8 @@ def export(path, fmt: str, out, *, model=None, image_size=None, in_channels=None
     _positive(image_size, "image_size"), _positive(in_channels, "in_channels")
     net = fileformat.load_compressed(path, quantized=False, model=model).eval()
     meta = {"create_args": getattr(net, "create_args", None), "metadata": net.metadata}
+    if fmt == "onnx":  # what a runtime needs to feed the model, one key each (the safetensors header
+        meta = {**(net.metadata or {}), "create_args": meta["create_args"]}  # keeps both dicts whole)
     x = None if fmt == "safetensors" else example_input(net, image_size, in_channels=in_channels)
     data = to_bytes(net, fmt, x, meta)
     atomic_write_bytes(out, data)

@@ -119,3 +119,46 @@ def test_a_bad_input_shape_is_one_clear_error(gray_file, tmp_path, kwargs, probl
     with pytest.raises(ValueError, match=problem):
         export.export(gray_file, "torchscript", tmp_path / "g.pt", model=GrayNet(), **kwargs)
     assert not (tmp_path / "g.pt").exists()
+
+
+def test_onnx_carries_what_a_runtime_needs_to_feed_it(tmp_path):
+    """class names, image size, mean and std in metadata_props; fed as the README says, onnxruntime
+    gives dc-predict's probabilities."""
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from PIL import Image
+
+    from helpers import data, predict, pruning, quantization
+
+    torch.manual_seed(0)
+    model = models.create("lenet5", 3, 3, 16)
+    pruning.prune_to_sparsity(model, 0.7)
+    quantization.quantize_model(model)
+    meta = {"class_names": ["Crabs", "Seal", "Squid"], "image_size": 16, "mean": [0.5, 0.4, 0.3], "std": [0.2, 0.3, 0.4]}
+    path = tmp_path / "photo.dcz"
+    fileformat.save_model(model, path, meta)
+    out = export.export(path, "onnx", tmp_path / "photo.onnx")
+    props = {p.key: json.loads(p.value) for p in onnx.load(str(out)).metadata_props}
+    assert {k: props[k] for k in meta} == meta and props["create_args"]["name"] == "lenet5"
+
+    image = tmp_path / "a.png"
+    Image.fromarray((np.random.default_rng(0).random((20, 30, 3)) * 255).astype(np.uint8)).save(image)
+    pixels = data.make_transforms(props["image_size"], props["mean"], props["std"], train=False)(
+        Image.open(image).convert("RGB"))  # resize, center-crop, (x / 255 - mean) / std
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    logits = session.run(None, {"input": pixels.unsqueeze(0).numpy()})[0]
+    probabilities = torch.softmax(torch.from_numpy(logits), 1)[0]
+    expected = {t["class"]: t["probability"] for t in predict.predict_files(path, [image], top=3)[0]["top"]}
+    for name, p in zip(props["class_names"], probabilities.tolist()):
+        assert p == pytest.approx(expected[name], abs=1e-5)
+
+
+def test_alexnet_at_the_cpu_profiles_64_px_exports_to_onnx(tmp_path):
+    """The legacy exporter refused it (adaptive pooling of a 1x1 map to 6x6)."""
+    ort = pytest.importorskip("onnxruntime")
+    path = tmp_path / "alexnet.dcz"
+    sparse_measure.random_compressed_file(path, "alexnet", 64, 0.05, seed=1)
+    out = export.export(path, "onnx", tmp_path / "alexnet.onnx")
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    x = torch.randn(2, 3, 64, 64)
+    np.testing.assert_allclose(session.run(None, {"input": x.numpy()})[0], dense_outputs(path, x), rtol=1e-4, atol=1e-4)
