@@ -4,13 +4,13 @@ Random weights are pruned by magnitude to each layer's density and quantized wit
 codebook (8 bits conv, 5 bits fc): ~6.2M survivors, ~16M stream symbols. Times are the
 best of ``--repeat`` runs (the machine may be shared; *_cpu_s is this process's CPU time):
 
-* encode = entropy coding (per stream Huffman or rANS, whichever is smaller: ``helpers.streams``;
-  per layer of at most ``cabac.MAX_POSITIONS`` weights, the two streams or ``helpers.cabac``'s
+* encode = entropy coding (per stream Huffman or rANS, whichever is smaller: ``helpers.coding.streams``;
+  per layer of at most ``cabac.MAX_POSITIONS`` weights, the two streams or ``helpers.coding.cabac``'s
   context-adaptive code of the whole layer, whichever is smaller)
   + writing the file (``save_compressed`` from plain QuantizedLayers);
 * decode = reading + decoding + rebuilding the nn.Module through the default load path,
   ``load_compressed(path)``: the trainable codebooks installed from the file's survivors by
-  ``helpers.quantization.import_quantized`` (the model as ``quantize_model`` leaves it);
+  ``helpers.quantize.quantization.import_quantized`` (the model as ``quantize_model`` leaves it);
   decode_dense = the same with plain dense weights (``load_compressed(quantized=False)``).
 
 The last line printed is JSON: encode_s, decode_s, file_bytes, entropy_bytes (order-0 bound of
@@ -42,8 +42,9 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from helpers import fileformat, models, streams  # noqa: E402
-from helpers.quantization import QuantizedLayer  # noqa: E402
+from helpers.coding import fileformat, streams
+from helpers import models  # noqa: E402
+from helpers.quantize.quantization import QuantizedLayer  # noqa: E402
 
 # Paper Table 5 (VGG16): weights kept per layer.
 DENSITY = [0.58, 0.22, 0.34, 0.36, 0.53, 0.24, 0.42, 0.32, 0.27, 0.34, 0.35, 0.29, 0.36, 0.01, 0.02, 0.09]
@@ -75,7 +76,7 @@ def build(seed=0):
 
 def per_stream_kind(parsed) -> dict:
     """Coded bytes (tables included), order-0 entropy bound and coder counts per stream kind."""
-    from helpers import huffman
+    from helpers.coding import huffman
 
     def bound(d, pos):
         symbols = parsed.symbols(d["name"])[pos]

@@ -15,7 +15,7 @@ import time
 import torch
 
 from helpers import models
-from helpers.quantization import cluster_weight, kmeans_1d
+from helpers.quantize.quantization import cluster_weight, kmeans_1d
 
 # Han et al. 2016, Table 5: fraction of weights kept per VGG16 layer after pruning.
 DENSITY = [0.58, 0.22, 0.34, 0.36, 0.53, 0.24, 0.42, 0.32, 0.27, 0.34, 0.35, 0.29, 0.36,  # conv1_1..5_3

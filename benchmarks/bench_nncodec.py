@@ -9,8 +9,8 @@ SGD with momentum, learning rate 0.05 (LeNet-5: 0.01), /5 when pruned, /50 when 
 both coders code exactly the same integer weights.
 
 Both ways:
-* ours: the bytes of every layer's coded weights as ``helpers.fileformat`` writes them today (the
-  stored file is coded again): the layer context-coded whole (``helpers.cabac``), or its two
+* ours: the bytes of every layer's coded weights as ``helpers.coding.fileformat`` writes them today (the
+  stored file is coded again): the layer context-coded whole (``helpers.coding.cabac``), or its two
   streams (codebook indices and positions: coded data, code or frequency tables, sync tables);
   and, as "streams", what the two streams alone take (format version 4's coding);
 * NNCodec: every layer's weight as NNCodec's codebook mode represents it (its
@@ -64,7 +64,10 @@ def make(name: str, data_dir: str, seed: int = 0) -> str:
     import torch
     from torch import nn
 
-    from helpers import data, fileformat, models, pruning, quantization
+    from helpers import data, models
+    from helpers.coding import fileformat
+    from helpers.prune import pruning
+    from helpers.quantize import quantization
 
     torch.manual_seed(seed)
     torch.set_num_threads(1)  # two threads on a shared 2-core machine make LeNet steps many times slower
@@ -106,7 +109,7 @@ def export(path: str, out: str) -> dict:
     """Per layer of a ``.dcz`` file: its dequantized weight (float32, +0.0 where pruned) into an
     ``.npz`` for NNCodec; returns our coded bytes per layer (the layer context-coded, or its index
     and position streams) as this code writes the same weights today (the file may be older)."""
-    from helpers import fileformat
+    from helpers.coding import fileformat
 
     with open(path, "rb") as f:
         stored = fileformat.parse(f.read())
@@ -128,7 +131,8 @@ def small_things(path: str, data_dir: str) -> dict:
     float32), the header (everything outside the data region)."""
     import torch
 
-    from helpers import data, fileformat
+    from helpers import data
+    from helpers.coding import fileformat
 
     contents = fileformat.read_compressed(path)
     xte, yte = data.mnist_arrays("fashion-mnist", data_dir, download=False)[2:]

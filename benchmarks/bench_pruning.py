@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from helpers import models, pruning
+from helpers import models
+from helpers.prune import pruning
 from steps import alexnet_batch_and_pair, compare_steps, print_ratio
 
 NUM_CLASSES, IMAGE_SIZE, BATCH, SPARSITY = 23, 64, 32, 0.9

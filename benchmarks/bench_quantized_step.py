@@ -1,7 +1,7 @@
 """Training-step cost of a weight-shared AlexNet (codebook parametrization) vs a plain one, on CPU.
 
 AlexNet, 23 classes, 64 px, batch 32; the quantized copy is pruned to ~10% of its weights (per-layer
-``helpers.pruning.prune_to_sparsity``) and quantized to 8 bits (conv) /
+``helpers.prune.pruning.prune_to_sparsity``) and quantized to 8 bits (conv) /
 5 bits (fc). Its step rebuilds every dense weight from the codebook (scatter of survivors), and the
 backward sums the weight gradient per cluster (bincount); SGD then updates only codebooks and
 biases instead of 57M weights and their momentum. Run: ``python benchmarks/bench_quantized_step.py``.
@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from helpers.quantization import distinct_values, quantize_model
+from helpers.quantize.quantization import distinct_values, quantize_model
 from steps import alexnet_batch_and_pair, compare_steps, print_ratio
 
 NUM_CLASSES, IMAGE_SIZE, BATCH, DENSITY = 23, 64, 32, 0.1

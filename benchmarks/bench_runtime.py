@@ -1,9 +1,9 @@
-"""Benchmark of the sparse runtime (``helpers.sparse``) against the dense fp32 and int8 loads.
+"""Benchmark of the sparse runtime (``helpers.runtime.sparse``) against the dense fp32 and int8 loads.
 
 For AlexNet at 64 px and 224 px and VGG16 at 32 px (23 classes), files with random weights at the
-paper's per-layer densities (Table 4, Table 5; ``helpers.sparse_measure.PAPER_DENSITY``), quantized
+paper's per-layer densities (Table 4, Table 5; ``helpers.runtime.sparse_measure.PAPER_DENSITY``), quantized
 8 bits conv / 5 bits fc, are loaded three ways: dense fp32 (``load_compressed(quantized=False)``),
-int8 of that dense model (``helpers.int8.int8_model``, the original project's approach) and the
+int8 of that dense model (``helpers.quantize.int8.int8_model``, the original project's approach) and the
 sparse runtime (``load_compressed(runtime="sparse")``). In one run, the three timed in turn round
 after round (so a shared machine slows them alike): median ms per forward at batch 1 and 32, for
 the whole network (part "all") and for its Linear layers alone on their recorded inputs (part
@@ -19,8 +19,8 @@ waits and shows the single-core cost of each form.
 
     python benchmarks/bench_runtime.py [--rounds 15] [--threads N] [--only alexnet-64]
     python benchmarks/bench_runtime.py --file runs/sea-cpu/alexnet/alexnet.dcz   # a file of yours
-    python benchmarks/bench_runtime.py --calibrate     # break-even densities (helpers.sparse.BREAK_EVEN)
-    python benchmarks/bench_runtime.py --int8-backends  # torch.ao vs torchao int8 Linear (helpers.int8)
+    python benchmarks/bench_runtime.py --calibrate     # break-even densities (helpers.runtime.sparse.BREAK_EVEN)
+    python benchmarks/bench_runtime.py --int8-backends  # torch.ao vs torchao int8 Linear (helpers.quantize.int8)
 
 The last line printed is JSON: {"results": [{model, part, image_size, batch, dense_ms, int8_ms,
 sparse_ms, dense_weight_bytes, sparse_weight_bytes, dense_load_rss, sparse_load_rss, ...}, ...]}.
@@ -39,7 +39,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from helpers import sparse_measure  # noqa: E402
+from helpers.runtime import sparse_measure  # noqa: E402
 
 CASES = {"alexnet-64": ("alexnet", 64), "alexnet-224": ("alexnet", 224), "vgg16-32": ("vgg16", 32)}
 

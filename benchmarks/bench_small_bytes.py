@@ -4,7 +4,7 @@
 
 The quantized model (``quantized.pt``, before ``compact_storage`` if the run did not round it) is
 written as a version-4 file as it is, then with its biases on the int8 x 2**e grid, its codebooks in
-float16, and both (``helpers.compact``, every rounding accepted: this measures bytes, not accuracy).
+float16, and both (``helpers.quantize.compact``, every rounding accepted: this measures bytes, not accuracy).
 The run's own ``.dcz`` gives the size on disk and its header bytes. The last line printed is JSON.
 """
 
@@ -20,7 +20,9 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from helpers import compact, fileformat, models, quantization  # noqa: E402
+from helpers.quantize import compact, quantization
+from helpers.coding import fileformat
+from helpers import models  # noqa: E402
 
 
 def written_size(model, metadata) -> int:

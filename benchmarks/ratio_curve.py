@@ -26,7 +26,9 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from helpers import config, data, dead_units, models, pipeline, pruning, reporting, run, training  # noqa: E402
+from helpers.pipeline import config
+from helpers import data, models, pipeline, reporting, run, training
+from helpers.prune import dead_units, pruning  # noqa: E402
 from helpers.io import atomic_torch_save  # noqa: E402
 
 

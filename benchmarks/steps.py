@@ -52,7 +52,8 @@ def print_ratio(plain_s: float, other_s: float, other: str) -> None:
 
 def alexnet_batch_and_pair(num_classes: int, image_size: int, batch: int, sparsity: float):
     """A random batch and two AlexNets with the same weights, the second pruned to ``sparsity``."""
-    from helpers import models, pruning
+    from helpers import models
+    from helpers.prune import pruning
 
     torch.manual_seed(0)
     x = torch.randn(batch, 3, image_size, image_size)

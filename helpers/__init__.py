@@ -12,31 +12,31 @@ def compress(model, train_loader, val_loader, out_dir, **kwargs) -> dict:
     ``helpers.compress(model, train_loader, val_loader, "runs/mine", test_loader=test_loader,
     profile="cpu", trained=True, epochs=..., target_kept=...)`` returns ``{"file": ..., "stages": ...}``.
     """
-    from .pipeline import compress as _compress
+    from .pipeline.stages import compress as _compress
 
     return _compress(model, train_loader, val_loader, out_dir, **kwargs)
 
 
 def load_compressed(path, map_location="cpu", *, model=None, runtime="dense"):
-    """Rebuild an ``nn.Module`` from a compressed model file (see ``helpers.fileformat``).
+    """Rebuild an ``nn.Module`` from a compressed model file (see ``helpers.coding.fileformat``).
 
     ``model``: a fresh instance of the file's architecture, needed when it is your own class (the
     paper's networks and torchvision's rebuild themselves). ``runtime``: "dense" (the trainable
-    quantized model) or "sparse" (inference-only, survivors kept compressed: see ``helpers.sparse``).
+    quantized model) or "sparse" (inference-only, survivors kept compressed: see ``helpers.runtime.sparse``).
     """
     if runtime not in ("dense", "sparse"):
         raise ValueError(f"runtime={runtime!r}: use 'dense' or 'sparse'")
     if runtime == "sparse":
-        from .sparse import load_sparse
+        from .runtime.sparse import load_sparse
 
         return load_sparse(path, map_location, model=model)
-    from .fileformat import load_compressed as _load
+    from .coding.fileformat import load_compressed as _load
 
     return _load(path, map_location=map_location, model=model)
 
 
 def save_compressed(model, path, **kwargs):
-    """Write a pruned + quantized model as a compressed file (see ``helpers.fileformat``)."""
-    from .fileformat import save_model as _save
+    """Write a pruned + quantized model as a compressed file (see ``helpers.coding.fileformat``)."""
+    from .coding.fileformat import save_model as _save
 
     return _save(model, path, **kwargs)

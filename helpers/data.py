@@ -21,12 +21,12 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from .io import atomic_write_text
+from .models import IMAGENET_MEAN, IMAGENET_STD, normalization
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".mpo"}
 KAGGLE_HANDLE = "vencerlanz09/sea-animals-image-dataste/versions/5"
 SEA_ANIMALS_ENV = "SEA_ANIMALS_DIR"
 DATASETS = ("sea-animals", "folder", "mnist", "fashion-mnist", "digits")
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 SPLIT_FRACTIONS = (0.70, 0.15, 0.15)
 
 
@@ -501,12 +501,10 @@ def load_splits(name: str, data_dir=None, image_size: int = 32, split_file=None,
 
 
 def load_splits_for(settings: dict, sliced: bool = True) -> Splits:
-    """``load_splits`` with a notebook's resolved settings (``helpers.config.resolve_settings``).
+    """``load_splits`` with a notebook's resolved settings (``helpers.pipeline.config.resolve_settings``).
 
     Photos are normalized as the model's pretrained weights expect (``helpers.models.normalization``).
     """
-    from .models import normalization
-
     photos = settings["dataset"] in ("sea-animals", "folder")
     mean, std = normalization(settings["model_name"]) if photos else (None, None)
     return load_splits(settings["dataset"], settings["data_dir"], settings["image_size"],

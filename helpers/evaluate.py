@@ -79,7 +79,7 @@ def evaluate_file(path, dataset: str, data_dir=None, split: str = "test", split_
 
     if split not in ("test", "all"):
         raise ValueError(f"split must be 'test' or 'all', got {split!r}.")
-    model = load_compressed(path)  # checks the metadata's types and ranges (helpers.fileformat)
+    model = load_compressed(path)  # checks the metadata's types and ranges (helpers.coding.fileformat)
     meta = check_metadata(getattr(model, "metadata", None) or {}, model.create_args, path)
     splits = data.load_splits(dataset, data_dir, meta["image_size"], split_file=split_file,
                               seed=meta.get("seed", 0), mean=tuple(meta["mean"]), std=tuple(meta["std"]),
@@ -102,7 +102,7 @@ def evaluate_file(path, dataset: str, data_dir=None, split: str = "test", split_
 
 
 def main(argv=None) -> int:
-    from .fileformat import CompressedFileError
+    from .coding.fileformat import CompressedFileError
 
     parser = argparse.ArgumentParser(prog="python -m helpers.evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

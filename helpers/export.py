@@ -15,7 +15,7 @@ resizing the shorter side to ``image_size`` and center-cropping.
 None of them keeps the sparsity or the weight sharing: each stores every weight as fp32, so an
 export is as large as the dense model (AlexNet-23: ~228 MB against a few MB of ``.dcz``); a
 general-purpose compressor gets little back from random-looking codebook values. Speed: ONNX
-Runtime and TorchScript run the dense model at dense speed; only ``helpers.sparse`` keeps both the
+Runtime and TorchScript run the dense model at dense speed; only ``helpers.runtime.sparse`` keeps both the
 small memory and the sparse speed, and it reads the ``.dcz`` itself.
 """
 
@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from . import fileformat
+from .coding import fileformat
 from .io import atomic_write_bytes
 
 FORMATS = {"onnx": ("onnx",), "torchscript": (), "safetensors": ("safetensors",)}

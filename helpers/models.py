@@ -22,6 +22,7 @@ from torch import nn
 
 # Smallest input side each architecture accepts (AlexNet's stride-4 stem and three max-pools need 63 px).
 MIN_IMAGE_SIZE = {"lenet300": 1, "lenet5": 16, "alexnet": 63, "vgg16": 32}
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # torchvision's weights' inputs
 # torchvision's classifiers end in adaptive pooling; 32 px passes every downsampling stage of the
 # ResNets, MobileNets and EfficientNets (a few others need more and fail at their first forward)
 TORCHVISION_MIN_IMAGE_SIZE = 32
@@ -156,8 +157,6 @@ def normalization(name: str) -> tuple[tuple, tuple]:
         from .efficientnet_lite import MEAN, STD
 
         return MEAN, STD
-    from .data import IMAGENET_MEAN, IMAGENET_STD
-
     return IMAGENET_MEAN, IMAGENET_STD
 
 

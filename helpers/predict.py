@@ -4,7 +4,7 @@
 
 The file carries everything needed besides the pixels: the architecture, the class names, the input
 size and the normalization its weights expect. Images are resized (shorter side) and center-cropped
-to that size, as in evaluation. The model runs on the sparse runtime (``helpers.sparse``) on CPU, in
+to that size, as in evaluation. The model runs on the sparse runtime (``helpers.runtime.sparse``) on CPU, in
 batches, so a folder of thousands of photos needs no more memory than one batch. A folder is searched
 recursively for image files; a file that cannot be read is reported with the reason, and the others
 are still classified (the exit status is then 1).
@@ -95,7 +95,7 @@ def format_result(result: dict) -> str:
 
 
 def main(argv=None) -> int:
-    from .fileformat import CompressedFileError
+    from .coding.fileformat import CompressedFileError
 
     parser = argparse.ArgumentParser(prog="dc-predict", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -6,7 +6,7 @@ Notebook 01 (the data) runs once per run folder, notebooks 02-06 once per model 
 ``runs/NAME/<model>/`` (executed copies with their figures, plus ``metrics.json``), and notebook 07
 (the comparison) once at the end over every model's results.
 
-The terminal shows one line per notebook and the notebooks' progress lines (``helpers.progress``:
+The terminal shows one line per notebook and the notebooks' progress lines (``helpers.pipeline.progress``:
 one per epoch, round or stage); everything else the kernels print (cell output, tqdm bars, the
 kernel's own warnings) goes to ``runs/NAME/runner.log``. Every setting is checked for every model
 before the first notebook starts, and the run folder is locked against a second runner.
@@ -21,11 +21,12 @@ import sys
 import time
 from pathlib import Path
 
-from . import config, data, models, progress
+from .pipeline import config, progress
+from . import data, models
 from .io import remove_stale_temp_files
-from .lock import RunFolderBusy, RunLock, describe
+from .pipeline.lock import RunFolderBusy, RunLock, describe
 from .reporting import write_json
-from .resume import remove_intermediate
+from .pipeline.resume import remove_intermediate
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 RUN_LEVEL_FIRST, RUN_LEVEL_LAST = ("01",), ("07",)

@@ -1,4 +1,4 @@
-"""helpers.bit_allocation: the greedy per-layer widths, against an evaluator with known answers."""
+"""helpers.quantize.bit_allocation: the greedy per-layer widths, against an evaluator with known answers."""
 
 import math
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import bit_allocation, quantization
+from helpers.quantize import bit_allocation, quantization
 
 
 def _net():

@@ -1,4 +1,4 @@
-"""helpers.cabac: context-adaptive coding of whole layers (file format version 5)."""
+"""helpers.coding.cabac: context-adaptive coding of whole layers (file format version 5)."""
 
 import base64
 import json
@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import cabac
-from helpers import fileformat as F
-from helpers.fileformat import CompressedFileError
-from helpers.quantization import QuantizedLayer
+from helpers.coding import cabac
+from helpers.coding import fileformat as F
+from helpers.coding.fileformat import CompressedFileError
+from helpers.quantize.quantization import QuantizedLayer
 
 
 def layer(shape, density, k, seed=0, probs=None):
@@ -178,7 +178,7 @@ def test_the_writer_picks_per_layer_and_the_file_round_trips(cabac_file, tmp_pat
 
 
 def test_streams_coded_to_size_a_losing_cabac_trial_are_not_coded_again(monkeypatch):
-    from helpers import streams
+    from helpers.coding import streams
 
     layers, tensors = file_layers(), {"fc.bias": torch.tensor([0.5, -1.0])}
     streams_only = F.encode_file({"name": "x"}, layers, tensors, {}, coders=("huffman", "rans"))

@@ -1,11 +1,14 @@
-"""helpers.compact: int8-grid biases and float16 codebooks, kept only when validation allows."""
+"""helpers.quantize.compact: int8-grid biases and float16 codebooks, kept only when validation allows."""
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from helpers import compact, fileformat, models, pruning, quantization
+from helpers.quantize import compact, quantization
+from helpers.coding import fileformat
+from helpers import models
+from helpers.prune import pruning
 
 
 @pytest.mark.parametrize("values", [[0.3, -1.7, 0.01, 5.0], [1e-30, -3e-31], [0.0, 0.0], [127.0, 0.5], [1e20, 3.0]])

@@ -1,9 +1,9 @@
-"""helpers.dead_units: units no layer reads, found from the masks; removing their inputs is lossless."""
+"""helpers.prune.dead_units: units no layer reads, found from the masks; removing their inputs is lossless."""
 
 import torch
 from torch import nn
 
-from helpers import dead_units, pruning
+from helpers.prune import dead_units, pruning
 
 
 def _mlp():

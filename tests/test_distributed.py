@@ -11,7 +11,9 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from helpers import data, distributed, models, pruning, quantization, training
+from helpers import data, distributed, models, training
+from helpers.prune import pruning
+from helpers.quantize import quantization
 
 QUIET = dict(progress=False, log=lambda message: None)
 

@@ -4,7 +4,12 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import data, evaluate, fileformat, models, pruning, quantization
+from helpers import data, evaluate, models
+from helpers.coding import fileformat
+from helpers.prune import pruning
+from helpers.quantize import quantization
+
+import forge  # tests/forge.py: the forged-file generators
 
 
 @pytest.fixture
@@ -69,15 +74,13 @@ def test_corrupt_file_and_wrong_dataset_give_clear_errors(digits_file, tmp_path,
 
 
 def rewrite(path, tmp_path, metadata=None, codebook_value=None):
-    """A CRC-valid copy of ``path`` with other metadata or one codebook value changed."""
-    contents = fileformat.read_compressed(path)
-    layers = contents.layers
-    if codebook_value is not None:
-        name = next(iter(layers))
-        layers[name].codebook[0] = codebook_value
+    """A CRC-valid copy of ``path`` with other metadata or one codebook value changed (forged: the
+    writer refuses both)."""
+    blob = path.read_bytes()
+    blob = forge.with_metadata(blob, metadata) if metadata else blob
+    blob = forge.with_codebook_value(blob, codebook_value) if codebook_value is not None else blob
     out = tmp_path / f"bad{len(list(tmp_path.iterdir()))}.dcz"
-    fileformat.save_compressed(out, contents.create_args, layers, contents.other_tensors,
-                               {**contents.metadata, **(metadata or {})})
+    out.write_bytes(blob)
     return out
 
 
@@ -112,5 +115,5 @@ def test_metadata_that_does_not_fit_the_model_is_refused(digits_file, tmp_path, 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
 def test_a_codebook_value_that_is_not_finite_is_refused(digits_file, tmp_path, value):
     path = rewrite(digits_file[0], tmp_path, codebook_value=value)
-    with pytest.raises(fileformat.CompressedFileError, match="codebook holds NaN or infinite values"):
+    with pytest.raises(fileformat.CompressedFileError, match="codebook holds NaN, infinite or huge values"):
         fileformat.load_compressed(path)

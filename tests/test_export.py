@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import export, fileformat, models, sparse_measure
+from helpers import export, models
+from helpers.coding import fileformat
+from helpers.runtime import sparse_measure
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +91,7 @@ class GrayNet(torch.nn.Module):
 
 @pytest.fixture(scope="module")
 def gray_file(tmp_path_factory):
-    from helpers.quantization import quantize_model
+    from helpers.quantize.quantization import quantize_model
 
     torch.manual_seed(0)
     model = GrayNet()
@@ -128,7 +130,9 @@ def test_onnx_carries_what_a_runtime_needs_to_feed_it(tmp_path):
     ort = pytest.importorskip("onnxruntime")
     from PIL import Image
 
-    from helpers import data, predict, pruning, quantization
+    from helpers import data, predict
+    from helpers.prune import pruning
+    from helpers.quantize import quantization
 
     torch.manual_seed(0)
     model = models.create("lenet5", 3, 3, 16)

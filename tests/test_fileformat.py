@@ -1,4 +1,4 @@
-"""The compressed model file (helpers.fileformat): layout, exact round trips, hostile inputs."""
+"""The compressed model file (helpers.coding.fileformat): layout, exact round trips, hostile inputs."""
 
 import inspect
 import io
@@ -13,11 +13,11 @@ import torch
 from torch.nn.utils import parametrize
 
 import helpers
-from helpers import fileformat as F
-from helpers import fileformat_read
+from helpers.coding import fileformat as F
+from helpers.coding import fileformat_read
 from helpers import models
-from helpers.fileformat import CompressedFileError
-from helpers.quantization import QuantizedLayer
+from helpers.coding.fileformat import CompressedFileError
+from helpers.quantize.quantization import QuantizedLayer
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -119,41 +119,7 @@ def small_file():
     return model, layers, others, blob
 
 
-def split(blob):
-    hlen = struct.unpack("<I", blob[12:16])[0]
-    return json.loads(zlib.decompress(blob[16:16 + hlen])), bytearray(blob[20 + hlen:-8])
-
-
-def frame(header_bytes, data, version=F.VERSION):
-    """A file from raw header bytes (as stored: compressed for version 2) and a data region,
-    with the header and file CRCs made valid."""
-    head = F.MAGIC + struct.pack("<HHI", version, 0, len(header_bytes)) + header_bytes
-    body = head + struct.pack("<I", zlib.crc32(head)) + bytes(data) + F.TRAILER
-    return body + struct.pack("<I", zlib.crc32(body))
-
-
-def join(header, data, recrc=True):
-    """A file from a (possibly edited) header and data region, with every CRC made valid again."""
-    if recrc:
-        for sec in _sections(header):
-            sec["crc32"] = zlib.crc32(bytes(data[sec["offset"]:sec["offset"] + sec["length"]]))
-    return frame(zlib.compress(json.dumps(header).encode(), 9), data)
-
-
-def _sections(header):
-    for d in header.get("layers", []) if isinstance(header.get("layers"), list) else []:
-        yield d["codebook"]
-        if "cabac" in d:
-            yield d["cabac"]["data"]
-        for key in ("index", "gap") if "cabac" not in d else ():
-            yield from (d[key][s] for s in ("lengths", "model", "sync", "data") if s in d[key])
-    yield from header["tensors"]
-
-
-def edited(blob, edit):
-    header, data = split(blob)
-    edit(header, data)
-    return join(header, data)
+from forge import edited, frame, join, split  # noqa: E402  (the forged-file generators)
 
 
 # ----------------------------------------------------------------------------- sparse layout
@@ -260,7 +226,7 @@ def test_big_round_trip(tmp_path, name, classes, size, density, paths):
 
 def pruned_quantized_lenet5(quantile):
     """LeNet-5 with the weights below each layer's ``quantile`` of |w| pruned, quantized 8/5 bits."""
-    from helpers.quantization import quantize_model
+    from helpers.quantize.quantization import quantize_model
 
     torch.manual_seed(0)
     model = models.create("lenet5", 10, 1, 28)
@@ -291,7 +257,7 @@ def assert_identical_models(a, b):
 
 
 def test_quantized_load_from_survivors_equals_the_dense_path_bit_for_bit(tmp_path, monkeypatch):
-    from helpers.quantization import import_quantized
+    from helpers.quantize.quantization import import_quantized
 
     torch.manual_seed(0)
     model = models.create("lenet5", 10, 1, 28)
@@ -332,7 +298,7 @@ def test_quantized_load_from_survivors_equals_the_dense_path_bit_for_bit(tmp_pat
 
 
 def test_a_loaded_model_fine_tunes_and_saves_to_identical_files(tmp_path):
-    from helpers.quantization import export_quantized, load_quantized_state_dict
+    from helpers.quantize.quantization import export_quantized, load_quantized_state_dict
 
     model = pruned_quantized_lenet5(quantile=0.8)
     first, again = tmp_path / "first.dcz", tmp_path / "again.dcz"
@@ -382,7 +348,7 @@ def test_quantized_model_save_and_load_through_the_package(tmp_path):
     for (k, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
         if not k.endswith(renumbered):  # codebooks lose their unused entries, indices follow
             assert torch.equal(a, b), k
-    from helpers.quantization import export_quantized
+    from helpers.quantize.quantization import export_quantized
 
     ours, theirs = export_quantized(model), export_quantized(loaded)
     assert list(ours) == list(theirs)
@@ -1145,7 +1111,7 @@ def test_nan_inf_and_huge_stored_values_are_refused(small_file, tmp_path, value,
 
 def test_nan_batchnorm_statistics_are_refused_by_the_reader_and_the_writer(tmp_path):
     from helpers.export import export
-    from helpers.quantization import quantize_model
+    from helpers.quantize.quantization import quantize_model
 
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2), torch.nn.Flatten(),
                                 torch.nn.Linear(8, 3))
@@ -1178,7 +1144,7 @@ def test_a_weight_stored_as_a_layer_and_as_a_raw_tensor_is_refused(small_file, t
 
 @pytest.mark.parametrize("runtime", ["dense", "sparse"])
 def test_a_refused_file_leaves_the_callers_model_untouched(small_file, tmp_path, runtime):
-    from helpers.quantization import quantize_model
+    from helpers.quantize.quantization import quantize_model
 
     model = models.create("lenet300", 3, 1, 28)
     quantize_model(model, conv_bits=2, fc_bits=2)

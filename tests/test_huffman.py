@@ -1,4 +1,4 @@
-"""Canonical Huffman coding (helpers.huffman) against a plain pure-Python reference coder."""
+"""Canonical Huffman coding (helpers.coding.huffman) against a plain pure-Python reference coder."""
 
 import heapq
 import itertools
@@ -6,7 +6,7 @@ import itertools
 import numpy as np
 import pytest
 
-from helpers import huffman as H
+from helpers.coding import huffman as H
 
 
 # ----------------------------------------------------------------------------- reference coder

@@ -1,4 +1,4 @@
-"""The int8 baseline (helpers.int8): outputs near the fp32 model, 1 byte per weight, the re-exports
+"""The int8 baseline (helpers.quantize.int8): outputs near the fp32 model, 1 byte per weight, the re-exports
 notebook 05 uses, the torchao backend and bad input."""
 
 import sys
@@ -7,18 +7,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import int8, models, quantization
+from helpers.quantize import int8
+from helpers import models
 
 
 def small_model():
     torch.manual_seed(0)
     return models.create("lenet5", 10, 1, 28).eval()
-
-
-def test_quantization_re_exports_the_int8_baseline():
-    assert quantization.int8_model is int8.int8_model
-    assert quantization.int8_size_bytes is int8.int8_size_bytes
-    assert quantization.Int8Conv2d is int8.Int8Conv2d
 
 
 @pytest.mark.parametrize("backend", ["ao", "torchao"])

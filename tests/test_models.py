@@ -3,7 +3,7 @@ import gc
 import pytest
 
 from helpers import models
-from helpers.config import PROFILES, get_profile
+from helpers.pipeline.config import PROFILES, get_profile
 
 
 @pytest.mark.parametrize("name", models.names())

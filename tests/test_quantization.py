@@ -9,16 +9,17 @@ from torch.nn import functional as F
 from torch.nn.utils import parametrize
 
 from helpers import models
-from helpers.quantization import (
-    QuantizedLayer, cluster_weight, distinct_values, export_quantized, import_quantized, int8_model,
-    int8_size_bytes, kmeans_1d, load_quantized_state_dict, quantize_model)
+from helpers.quantize.int8 import int8_model, int8_size_bytes
+from helpers.quantize.quantization import (
+    QuantizedLayer, cluster_weight, distinct_values, export_quantized, import_quantized, kmeans_1d,
+    load_quantized_state_dict, quantize_model)
 
 
 # ----------------------------------------------------------------------------------------- helpers
 
 @torch.no_grad()
 def prune_randomly(model, keep=0.3, seed=0):
-    """Zero ~70% of every compressible weight (a stand-in for helpers.pruning)."""
+    """Zero ~70% of every compressible weight (a stand-in for helpers.prune.pruning)."""
     g = torch.Generator().manual_seed(seed)
     for m in models.compressible_layers(model).values():
         m.weight.mul_(torch.rand(m.weight.shape, generator=g) < keep)
@@ -366,7 +367,7 @@ def test_state_dict_round_trip_with_weights_only_load():
         assert torch.equal(models.compressible_layers(other)[n].weight, m.weight), n
 
 
-class _Mask(nn.Module):  # the shape of helpers.pruning's parametrization: weight = original * mask
+class _Mask(nn.Module):  # the shape of helpers.prune.pruning's parametrization: weight = original * mask
     def __init__(self, mask):
         super().__init__()
         self.register_buffer("mask", mask)

@@ -1,9 +1,9 @@
-"""The rANS coder (helpers.rans) and the per-stream coder choice (helpers.streams)."""
+"""The rANS coder (helpers.coding.rans) and the per-stream coder choice (helpers.coding.streams)."""
 
 import numpy as np
 import pytest
 
-from helpers import huffman, rans, streams
+from helpers.coding import huffman, rans, streams
 
 
 def round_trip(symbols, alphabet, lane_symbols=rans.LANE_SYMBOLS):

@@ -46,7 +46,7 @@ def test_runner_rejects_unknown_or_malformed_overrides(tmp_path):
 def test_overrides_change_one_model_or_all_fields(tmp_path, monkeypatch):
     import pytest
 
-    from helpers import config
+    from helpers.pipeline import config
 
     monkeypatch.delenv("DC_OVERRIDES", raising=False)
     base = config.resolve_settings("sea-animals", "", "lenet5", "cpu", tmp_path, 0)
@@ -97,7 +97,7 @@ def test_a_bad_seed_is_refused_before_any_notebook_runs(tmp_path):
 
 
 def test_an_explicit_image_size_is_honoured_or_refused_never_changed():
-    from helpers import config
+    from helpers.pipeline import config
 
     assert config.settings_for("demo", "lenet300", "digits", {"image_size": 32})["image_size"] == 32
     assert config.settings_for("demo", "lenet300", "digits", {})["image_size"] == 8  # the native size
@@ -121,7 +121,7 @@ def test_out_pointing_at_a_file_is_refused(tmp_path):
 def test_a_second_runner_on_a_folder_in_use_is_refused_naming_the_holder(tmp_path):
     import os
 
-    from helpers.lock import RunLock
+    from helpers.pipeline.lock import RunLock
 
     out = tmp_path / "r"
     with RunLock(out):
@@ -134,10 +134,10 @@ def test_a_second_runner_on_a_folder_in_use_is_refused_naming_the_holder(tmp_pat
 def test_a_lock_left_by_a_killed_runner_is_taken_over(tmp_path):
     import signal
 
-    from helpers.lock import RunFolderBusy, RunLock
+    from helpers.pipeline.lock import RunFolderBusy, RunLock
 
     out = tmp_path / "r"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from helpers.lock import RunLock; "
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from helpers.pipeline.lock import RunLock; "
                                f"RunLock({str(out)!r}).acquire(); print('held', flush=True); time.sleep(60)"],
                               cwd=REPO, stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
@@ -159,7 +159,7 @@ def test_a_lock_left_by_a_killed_runner_is_taken_over(tmp_path):
 def test_kernel_output_shows_progress_lines_and_logs_everything():
     import io
 
-    from helpers import progress
+    from helpers.pipeline import progress
     from helpers.run import KernelOutput
 
     log, shown = io.StringIO(), []
@@ -192,7 +192,7 @@ def test_a_failure_shows_the_whole_message_the_notebook_and_the_wall_time(tmp_pa
 def test_every_notebook_takes_the_dataset_from_the_environment_when_not_passed(tmp_path, monkeypatch):
     import nbformat
 
-    from helpers import config
+    from helpers.pipeline import config
     from helpers.run import notebooks
 
     for path in notebooks():
@@ -209,7 +209,7 @@ def test_an_interrupted_run_says_how_to_resume_and_releases_its_lock(tmp_path):
     import signal
     import time
 
-    from helpers.lock import RunLock
+    from helpers.pipeline.lock import RunLock
 
     out = tmp_path / "r"
     proc = subprocess.Popen([sys.executable, "-m", "helpers.run", "--dataset", "digits", "--model", "lenet300",
@@ -226,7 +226,7 @@ def test_an_interrupted_run_says_how_to_resume_and_releases_its_lock(tmp_path):
 
 
 def test_finished_stages_lose_their_checkpoints_and_unfinished_ones_keep_them(tmp_path):
-    from helpers.resume import remove_intermediate
+    from helpers.pipeline.resume import remove_intermediate
 
     names = ["baseline.pt", "baseline_checkpoint.pt", "pruned.pt", "pruned_round1.pt", "pruned_round2.pt",
              "pruned_round2_checkpoint.pt", "pruned_round1.json", "dense_control_round1.pt",

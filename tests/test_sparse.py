@@ -1,4 +1,4 @@
-"""The sparse runtime (helpers.sparse, helpers.sparse_kernels): layouts from the file's survivors,
+"""The sparse runtime (helpers.runtime.sparse, helpers.runtime.sparse_kernels): layouts from the file's survivors,
 the shared-weight kernel against scipy's fp32 CSR and dense products, whole networks against the
 dense load."""
 
@@ -11,9 +11,10 @@ import torch.nn.functional as F
 from torch import nn
 
 import helpers
-from helpers import fileformat, sparse, sparse_measure
-from helpers.fileformat import SparseLayer
-from helpers.sparse import SharedCSR
+from helpers.coding import fileformat
+from helpers.runtime import sparse, sparse_measure
+from helpers.coding.fileformat import SparseLayer
+from helpers.runtime.sparse import SharedCSR
 
 pytest.importorskip("numba")
 
@@ -75,7 +76,7 @@ def test_conv_weight_rows_follow_unfold_order():
                                            ((37, 50), 32, 4), ((5, 70000), 32, 4), ((9, 300), 2, 4)])
 @pytest.mark.parametrize("n", [None, 1, 7, 300])
 def test_kernel_matches_scipy_oracle(shape, k, group, n):
-    from helpers.sparse_kernels import shared_matmul
+    from helpers.runtime.sparse_kernels import shared_matmul
 
     m = SharedCSR.from_layer(layer(shape, 0.1, k), group=group)
     assert m.cols.dtype == (np.int32 if shape[1] > 65536 else np.uint16)
@@ -210,7 +211,7 @@ def _zero_size_net():
 
 @pytest.mark.parametrize("kernel", ["shared", "csr"])
 def test_a_batch_of_zero_and_zero_size_layers_run_like_the_dense_model(tmp_path, kernel):
-    from helpers.quantization import quantize_model
+    from helpers.quantize.quantization import quantize_model
 
     torch.manual_seed(0)
     model = _zero_size_net()

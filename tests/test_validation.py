@@ -1,10 +1,10 @@
-"""Settings validation (helpers.validation via helpers.config) and progress lines (helpers.progress)."""
+"""Settings validation (helpers.pipeline.validation via helpers.pipeline.config) and progress lines (helpers.pipeline.progress)."""
 
 import math
 
 import pytest
 
-from helpers import config, progress, validation
+from helpers.pipeline import config, progress, validation
 
 BAD_OVERRIDES = [
     ({"epochs": -1}, "epochs = -1"), ({"batch_size": 0}, "batch_size = 0"),
@@ -58,7 +58,7 @@ def test_unknown_dataset_or_model_is_refused():
 
 
 def test_every_resolved_field_of_every_profile_has_a_rule_and_passes_it():
-    # a field added to Profile.for_model without a rule in helpers.validation fails here
+    # a field added to Profile.for_model without a rule in helpers.pipeline.validation fails here
     table = validation.rules()
     for name in config.PROFILES:
         for model in ("lenet300", "lenet5", "alexnet", "vgg16"):

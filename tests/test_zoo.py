@@ -7,7 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import data, evaluate, fileformat, models, pruning, quantization, zoo
+from helpers import data, evaluate, models, zoo
+from helpers.coding import fileformat
+from helpers.prune import pruning
+from helpers.quantize import quantization
 
 
 def test_every_zoo_entry_loads_and_matches_its_manifest():

@@ -19,7 +19,9 @@ from typing import Callable
 import torch
 from torch import nn
 
-from . import fileformat, models, quantization
+from ..coding import fileformat
+from .. import models
+from . import quantization
 
 
 def round_to_int8_grid(values: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Reading ``.dcz`` files (the format: ``helpers.fileformat``), in three steps:
+"""Reading ``.dcz`` files (the format: ``helpers.coding.fileformat``), in three steps:
 
 1. ``declare``: check every header field and section against the file before allocating anything;
    decode nothing (raw tensors, as large as their bytes, are read and checked here);
@@ -194,7 +194,7 @@ def _declare(buf, max_elements) -> Declared:
         _need(len(cb) % width == 0 and k <= 1 << bits, f"{where}: codebook size does not match bits")
         codebook = np.frombuffer(cb, dtype="<f2" if half else "<f4").astype(np.float32)
         _need(values_ok(codebook), f"{where}: codebook {VALUES_PROBLEM}")
-        if "cabac" in d:  # version 5: the layer context-coded as a whole (helpers.cabac)
+        if "cabac" in d:  # version 5: the layer context-coded as a whole (helpers.coding.cabac)
             _need(version >= 5 and "index" not in d and "gap" not in d, f"{where}: 'cabac' with streams")
             e = d["cabac"]
             _need(isinstance(e, dict) and set(e) == {"index_context", "data"}
@@ -326,13 +326,13 @@ def load_compressed(path, map_location="cpu", quantized: bool = True, max_elemen
     against the model before any stream is decoded or anything is allocated; a load that fails
     leaves ``model`` as it was.
 
-    ``quantized``: install the layers with ``helpers.quantization.import_quantized`` (weight =
+    ``quantized``: install the layers with ``helpers.quantize.quantization.import_quantized`` (weight =
     ``codebook[indices] * mask``, the codebook trainable; the same state_dict as after
     ``quantize_model``), straight from the survivors the file stores: no dense float weight or
     int64 index tensor is built. False gives plain dense Parameters of the same values.
     The file's metadata becomes ``model.metadata``.
     """
-    from . import quantization
+    from ..quantize import quantization
 
     p, model = open_for_model(_read(path), model, max_elements)
     values = dict(p.tensors)
@@ -358,7 +358,7 @@ def open_for_model(buf, model=None, max_elements: int = MAX_ELEMENTS):
     probability-1 symbol took 34 s and 4 GB before its layer was found foreign). Only once the file
     has decoded is a given ``model``'s weight sharing removed: a refused file leaves it untouched.
     """
-    from . import quantization
+    from ..quantize import quantization
 
     declared = declare(buf, max_elements)
     net = skeleton(declared.header, model, max_elements)
@@ -377,7 +377,7 @@ def skeleton(header: dict, model=None, max_elements: int = MAX_ELEMENTS):
     """
     from torch import nn
 
-    from . import models
+    from .. import models
 
     args = header["create_args"]
     if model is not None:
@@ -422,7 +422,7 @@ def _check_fits(p, expected: dict, model, given: bool = False) -> None:
     """Every layer and tensor ``p`` (Declared or Parsed) stores is one of the model's, with its shape
     and dtype, and none is missing. ``expected``: the model's plain state_dict (``plain_tensors``);
     ``given``: the model is the caller's instance, which the messages then name."""
-    from . import models
+    from .. import models
 
     what = f"the {type(model).__name__} passed as model=" if given else \
         (p.header["create_args"].get("name") or type(model).__name__)

@@ -24,7 +24,8 @@ import copy
 import torch
 from torch import nn
 
-from . import models, pruning
+from .. import models
+from . import pruning
 
 
 def _surrogate(model: nn.Module) -> nn.Module:

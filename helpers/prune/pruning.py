@@ -27,7 +27,7 @@ bias in ``parameters()`` and the state_dict.
 
 Layer names are those of ``helpers.models.compressible_layers`` (e.g. ``"features.0"``). Only
 Conv2d/Linear weights are pruned, never biases. How much to prune each layer (the sensitivity scan
-and the budget split) is ``helpers.sensitivity``.
+and the budget split) is ``helpers.prune.sensitivity``.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from .models import compressible_layers
+from ..models import compressible_layers
 
 __all__ = [
     "mask_from_threshold", "quality_threshold", "mask_from_quality", "mask_from_sparsity",

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import torch
 
-from . import dead_units, models, pruning, reporting, sensitivity, training
-from .io import atomic_torch_save
+from ..prune import dead_units, pruning, sensitivity
+from .. import models, reporting, training
+from ..io import atomic_torch_save
 from .resume import begin, finished, require
 from .stage_common import _fit, _reset, _save_record, _say, _test, prunable_layers, scan_loader
 

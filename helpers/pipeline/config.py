@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
 
-from .models import min_image_size
-from .sensitivity import ALLOCATIONS
+from ..models import min_image_size
+from ..prune.sensitivity import ALLOCATIONS
 from .validation import SettingsError, check_overrides, check_seed, check_settings  # noqa: F401 (config's API)
 NATIVE_SIZE = {"mnist": 28, "fashion-mnist": 28, "digits": 8}  # grayscale sets keep their own size
 DEFAULT_KEY = "default"  # a per-model field's entry for models without their own
@@ -72,7 +72,7 @@ class Profile:
     # survivors, while validation after retraining stays within stop_tolerance (a fraction) of the
     # baseline's; the first round below it is undone and ends pruning (0 rounds: the plan only)
     # after the last round, prune the incoming weights of units no later layer reads (lossless,
-    # checked bit for bit on a batch; helpers.dead_units)
+    # checked bit for bit on a batch; helpers.prune.dead_units)
     remove_dead_units: bool = True
     extra_rounds: dict = field(default_factory=lambda: _per_model(0, 0, 0, 0))      # per model
     extra_keep: dict = field(default_factory=lambda: _per_model(0.8, 0.8, 0.8, 0.8))  # per model
@@ -84,10 +84,10 @@ class Profile:
     fc_bits: int = 5
     # "fixed": conv_bits / fc_bits everywhere (the paper); "greedy": narrow each layer's width, largest
     # layer first, while validation accuracy (before fine-tuning) stays within bits_tolerance
-    # of the fixed widths' (helpers.bit_allocation), down to min_bits
+    # of the fixed widths' (helpers.quantize.bit_allocation), down to min_bits
     bit_allocation: dict = field(default_factory=lambda: _per_model(*["fixed"] * 5))
     # after fine-tuning, round codebooks to float16 and biases to int8 x 2**e, each kept only when
-    # validation accuracy does not drop (helpers.compact): ~1.7 KB of a ~20 KB LeNet-5 file
+    # validation accuracy does not drop (helpers.quantize.compact): ~1.7 KB of a ~20 KB LeNet-5 file
     compact_storage: bool = True
     bits_tolerance: float = 0.005
     # and, when set, while validation loss stays within (1 + bits_loss_tolerance) x the fixed widths':
@@ -335,14 +335,14 @@ def apply_overrides(profile: Profile, model: str, overrides: dict | None) -> Pro
 
 def is_model_key(key) -> bool:
     """Whether ``key`` may key a per-model field: the paper's four, ``"default"``, or a registry name."""
-    from .models import is_known
+    from ..models import is_known
 
     return key in _per_model(*"abcd") or is_known(key)
 
 
 def settings_for(profile: str | None, model: str, dataset: str = "sea-animals", overrides=None) -> dict:
     """One model's checked settings (``Profile.for_model`` after the overrides); ``SettingsError`` if bad."""
-    from .data import DATASETS
+    from ..data import DATASETS
 
     if dataset not in DATASETS:
         raise SettingsError(f"dataset = {dataset!r} is unknown; choose one of {', '.join(DATASETS)}.")

@@ -1,6 +1,6 @@
 """The ``.dcz`` format's constants and its sparse layout: the gap stream and ``SparseLayer`` (a
 quantized layer as the file holds it, survivors only). The format itself is described in
-``helpers.fileformat``; ``fileformat_write`` writes it, ``fileformat_read`` reads it.
+``helpers.coding.fileformat``; ``fileformat_write`` writes it, ``fileformat_read`` reads it.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ MAGIC = b"\x89DCZ\r\n\x1a\n"
 TRAILER = b"DCZE"
 VERSION = 5
 READABLE_VERSIONS = (1, 2, 3, 4, 5)
-CODERS = (*coding.CODERS, "cabac")  # per stream: Huffman, rANS; per layer: helpers.cabac
+CODERS = (*coding.CODERS, "cabac")  # per stream: Huffman, rANS; per layer: helpers.coding.cabac
 EXTENSION = ".dcz"
 MAX_HEADER_BYTES = 64 << 20  # the header, compressed and inflated
 MAX_ELEMENTS = 1 << 28  # dense weights the plain reader may rebuild; VGG16 has 1.4e8 parameters
@@ -140,7 +140,7 @@ class SparseLayer:
         return torch.from_numpy(w).view(self.shape)
 
     def to_quantized(self):
-        from .quantization import QuantizedLayer
+        from ..quantize.quantization import QuantizedLayer
 
         n = math.prod(self.shape)
         idx, mask = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=bool)  # calloc'd: see dense()

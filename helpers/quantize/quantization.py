@@ -32,7 +32,7 @@ class QuantizedLayer:
 
     ``indices`` may have any integer dtype that holds ``0 .. k - 1`` (e.g. uint8 for k <= 256, as a
     quantized layer's state_dict stores them); ``cluster_weight``, ``export_quantized`` and
-    ``helpers.fileformat.read_compressed`` return int64.
+    ``helpers.coding.fileformat.read_compressed`` return int64.
     """
 
     codebook: torch.Tensor  # float32, shape (k,), k <= 2**bits; the shared values (centroids)
@@ -323,7 +323,7 @@ def _install(module: nn.Module, q, positions=None, labels=None) -> None:
 # Model-level wrappers.
 
 def _targets(model, layers):
-    from .models import compressible_layers
+    from ..models import compressible_layers
 
     found = compressible_layers(model)
     if layers is None:
@@ -364,7 +364,7 @@ def quantize_model(model: nn.Module, bits: dict | None = None, conv_bits: int = 
 
 def remove_sharing(model: nn.Module) -> nn.Module:
     """Plain dense weights again in every Conv2d/Linear (weight sharing and pruning masks baked in)."""
-    from .models import compressible_layers
+    from ..models import compressible_layers
 
     for module in compressible_layers(model).values():
         _bake_weight(module)
@@ -373,7 +373,7 @@ def remove_sharing(model: nn.Module) -> nn.Module:
 
 def export_quantized(model: nn.Module) -> dict[str, QuantizedLayer]:
     """Current (e.g. fine-tuned) codebooks of all quantized layers: detached float32 on the CPU."""
-    from .models import compressible_layers
+    from ..models import compressible_layers
 
     out = {}
     for name, module in compressible_layers(model).items():
@@ -390,7 +390,7 @@ def import_quantized(model: nn.Module, layers: dict) -> nn.Module:
     A value is a ``QuantizedLayer`` or a survivors-only layer: any object with ``shape``, ``bits``,
     ``codebook`` (k,) float32, ``positions`` (flat C-order positions of the surviving weights,
     strictly increasing) and ``indices`` (each survivor's codebook index), arrays or tensors of any
-    integer dtype, as ``helpers.fileformat.SparseLayer`` holds them. The latter installs straight
+    integer dtype, as ``helpers.coding.fileformat.SparseLayer`` holds them. The latter installs straight
     from the survivors: no dense int64 indices are built and no dense tensor is scanned. Either
     way the model copies what it keeps; the weight is +0.0 at pruned positions.
 
@@ -423,7 +423,7 @@ def distinct_values(model: nn.Module) -> dict[str, int]:
     Quantized layers count the distinct non-zero codebook entries in use (O(n), no sort of the
     weight); other layers ``torch.unique`` their non-zero weights.
     """
-    from .models import compressible_layers
+    from ..models import compressible_layers
 
     out = {}
     with torch.no_grad():
@@ -438,5 +438,3 @@ def distinct_values(model: nn.Module) -> dict[str, int]:
 
 
 # ---------------------------------------------------------------------------------------------------
-# int8 baseline: lives in helpers.int8; these names stay here because notebooks call them from here.
-from .int8 import Int8Conv2d, int8_model, int8_size_bytes  # noqa: E402,F401

@@ -25,7 +25,8 @@ from typing import Callable
 
 from torch import nn
 
-from . import models, quantization
+from .. import models
+from . import quantization
 
 BIT_ALLOCATIONS = ("fixed", "greedy")  # the profile's bit_allocation: one width per kind, or narrowed per layer
 

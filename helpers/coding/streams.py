@@ -3,9 +3,9 @@
 Every stream (a layer's codebook indices, its position gaps) is coded on its own, and the writer
 picks per stream (format version 3):
 
-* ``huffman`` (``helpers.huffman``): a canonical code, of single symbols or of pairs; fields
+* ``huffman`` (``helpers.coding.huffman``): a canonical code, of single symbols or of pairs; fields
   count, pairs, nbits, length_bits and sections lengths, sync, data, as in version 2;
-* ``rans`` (``helpers.rans``): a context-modelled rANS code; fields count and sections model (the
+* ``rans`` (``helpers.coding.rans``): a context-modelled rANS code; fields count and sections model (the
   packed frequency rows), sync (uint16 words per lane but the last), data (uint16 words).
 
 Both sizes are computed exactly before anything is coded (tables, sync tables and rANS lane

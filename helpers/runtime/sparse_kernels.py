@@ -5,7 +5,7 @@ row + 1), ``cols`` (uint16 column of each survivor when the layer has fewer than
 else int32) and ``idx`` (uint8 codebook index for <= 256 centroids, else uint16), plus the float32
 codebook. That is 3 bytes per survivor instead of fp32 CSR's 8 (value + int32 column), and the
 kernel looks the weight up in the codebook (32 or 256 floats: always in L1) as it multiplies.
-In the grouped layout (``group`` 4, ``helpers.sparse.SharedCSR``) four columns share one index, so
+In the grouped layout (``group`` 4, ``helpers.runtime.sparse.SharedCSR``) four columns share one index, so
 the kernels sum four inputs and multiply once: at batch 1 the kernel is bound by its float loads
 (x and the codebook), and this removes three codebook loads in four.
 
@@ -22,7 +22,7 @@ load average of ~9, AlexNet's fc6 4096 x 9216 at 9 %, batch 1): this kernel 2.2 
 The whole-network and fc-part rows, with dense and int8 side by side, come from
 ``python benchmarks/bench_runtime.py``.
 
-Importing this module imports numba (compiling happens on first call); ``helpers.sparse`` imports
+Importing this module imports numba (compiling happens on first call); ``helpers.runtime.sparse`` imports
 it only when the shared-weight kernel is used, and falls back to scipy's fp32 CSR without numba.
 """
 
@@ -142,9 +142,9 @@ def _grouped_matmul(rowptr, cols, idx, codebook, x, y):
 
 def shared_matmul(rowptr, cols, idx, codebook, x: np.ndarray, group: int = 1) -> np.ndarray:
     """``W @ x`` for the shared-weight CSR ``W`` (out, in) and ``x`` float32 (in,) or (in, n);
-    ``group``: column slots per codebook index (``helpers.sparse.SharedCSR``: 1 or 4).
+    ``group``: column slots per codebook index (``helpers.runtime.sparse.SharedCSR``: 1 or 4).
 
-    The kernels do no bounds checks: the caller (``helpers.sparse``) checks ``x``'s length."""
+    The kernels do no bounds checks: the caller (``helpers.runtime.sparse``) checks ``x``'s length."""
     if group not in (1, 4):
         raise ValueError(f"group={group!r}: the kernels take 1 or 4")
     if numba.get_num_threads() != torch.get_num_threads():

@@ -8,7 +8,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import data, models, progress, quantization, reporting, training
+from .. import data, models, reporting, training
+from . import progress
+from ..quantize import quantization
 from .resume import SETTING_DEFAULTS
 
 MIN_PRUNABLE_WEIGHTS = 256

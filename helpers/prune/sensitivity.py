@@ -4,7 +4,7 @@ section 2, Fig. 6; notebook 03).
 ``sensitivity_scan`` prunes one layer at a time over a grid of sparsities and records a metric;
 ``allocate_budget`` turns the curves into per-layer targets that meet a budget of kept weights, by
 one accuracy tolerance for every layer (``targets_for_budget``) or by accuracy lost per weight
-removed (``targets_by_cost_per_weight``). The masks themselves are ``helpers.pruning``.
+removed (``targets_by_cost_per_weight``). The masks themselves are ``helpers.prune.pruning``.
 """
 
 from __future__ import annotations

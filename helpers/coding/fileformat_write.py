@@ -1,4 +1,4 @@
-"""Writing ``.dcz`` files (the format: ``helpers.fileformat``), and their size report in the
+"""Writing ``.dcz`` files (the format: ``helpers.coding.fileformat``), and their size report in the
 paper's Table 2-5 form.
 """
 
@@ -48,7 +48,7 @@ def encode_file(create_args, layers, other_tensors=None, metadata=None, *, gap_b
 
     ``layers``: name -> QuantizedLayer; ``gap_bits``: an int for all layers, or a dict name -> int
     (others get 8 for conv, 5 for fc weights). ``coders``: the entropy coders each stream may
-    use (the smaller wins; ``helpers.streams``), and "cabac" if a layer may be coded whole;
+    use (the smaller wins; ``helpers.coding.streams``), and "cabac" if a layer may be coded whole;
     ``sync_interval`` / ``lane_symbols``: symbols per lane of a Huffman / rANS stream.
     ``codebook_dtype``: "auto" stores a codebook as float16 when that is exact (every weight
     unchanged) and it has 16 entries or more, else float32; "float32" always; "float16" always,
@@ -133,7 +133,7 @@ def _detached(data: bytes) -> bytes:
 
 
 def _context_coded(s: SparseLayer, layer_jobs, coders, stream_coders, sync_interval, lane_symbols):
-    """(context, streams): ``context`` is (bytes, index_context) of ``helpers.cabac``'s code of a
+    """(context, streams): ``context`` is (bytes, index_context) of ``helpers.coding.cabac``'s code of a
     layer when it is at least ``cabac.MIN_GAIN`` smaller than the layer's two streams, else None;
     ``streams`` is the two streams' entries (sections detached) when they were coded to size them,
     so that a layer where they win is not coded twice."""
@@ -186,7 +186,7 @@ def _codebook_entry(codebook: np.ndarray, dtype: str, add) -> dict:
 
 def save_compressed(path, create_args, layers, other_tensors=None, metadata=None, **kwargs) -> int:
     """Write a compressed file atomically (temp file + fsync + rename); returns its size in bytes."""
-    from .io import atomic_write_bytes
+    from ..io import atomic_write_bytes
 
     data = encode_file(create_args, layers, other_tensors, metadata, **kwargs)
     atomic_write_bytes(path, data)
@@ -200,7 +200,7 @@ def save_model(model, path, metadata=None, **kwargs) -> int:
     itself on loading; any other module records its class name, and loads into an instance the
     user passes (``load_compressed(path, model=MyNet())``).
     """
-    from .quantization import export_quantized
+    from ..quantize.quantization import export_quantized
 
     create_args = getattr(model, "create_args", None) or {"class": f"{type(model).__module__}."
                                                                     f"{type(model).__qualname__}"}

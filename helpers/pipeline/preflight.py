@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from . import fileformat, models
+from ..coding import fileformat
+from .. import models
 
 
 def check_compress_arguments(model, train_loader, val_loader, test_loader=None, metadata=None) -> dict:

@@ -4,11 +4,11 @@
 inference-only ``nn.Module`` whose pruned layers keep only their survivors, in the shared-weight
 form the file already describes (paper section 3; EIE's idea): per survivor a uint16 column and a
 uint8 codebook index (``SharedCSR``: 3 bytes, against 4 per dense fp32 weight and 8 per fp32 CSR
-survivor), multiplied through the codebook inside a numba kernel (``helpers.sparse_kernels``).
+survivor), multiplied through the codebook inside a numba kernel (``helpers.runtime.sparse_kernels``).
 Where a row's survivors per centroid are many (fc layers with 32 centroids), four survivors with
 the same index share one (``group`` 4, ~2.4 bytes a survivor), and the kernel multiplies once per
 four: AlexNet's fc6 at the paper's 9 % then takes 0.38 ms instead of 0.61 at batch 1, and 2.5 ms
-instead of 5.1 at batch 32 (``SharedCSR`` and ``helpers.sparse_kernels`` say how measured).
+instead of 5.1 at batch 32 (``SharedCSR`` and ``helpers.runtime.sparse_kernels`` say how measured).
 The layout is built from the file's survivor positions: no dense weight of a sparse layer is ever
 materialised, not even while loading.
 
@@ -40,7 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import fileformat, models
+from ..coding import fileformat
+from .. import models
 
 # density below which a layer runs sparse, by kind (see the module docstring for how measured)
 BREAK_EVEN = {"linear": 0.5, "conv": 0.06}

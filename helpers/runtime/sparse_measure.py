@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import fileformat, models
+from ..coding import fileformat
+from .. import models
 
 # Kept fraction of each prunable layer, in order (Han et al. 2016, Table 4 and Table 5)
 PAPER_DENSITY = {
@@ -36,7 +37,7 @@ def random_compressed_file(path, name: str, image_size: int, densities=None, *, 
     ``densities``: a list (one per prunable layer, in order), a float for all, or None for the
     paper's (``PAPER_DENSITY``). Never builds a dense float weight; returns the file size.
     """
-    from .quantization import QuantizedLayer
+    from ..quantize.quantization import QuantizedLayer
 
     rng = np.random.default_rng(seed)
     with torch.device("meta"):
@@ -121,13 +122,13 @@ def latencies_ms(forms: dict, x: torch.Tensor, part: str = "all", rounds: int = 
 
 
 _RSS_SCRIPT = r"""
-import ctypes, json, sys, torch, torchvision, helpers, helpers.fileformat, helpers.sparse
+import ctypes, json, sys, torch, torchvision, helpers, helpers.coding.fileformat, helpers.runtime.sparse
 def rss():
     with open("/proc/self/status") as f:
         return next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmRSS:"))
 path, runtime = sys.argv[1], sys.argv[2]
 if runtime == "sparse":
-    helpers.sparse.warm_up()  # the kernel's code (numba, LLVM) is the runtime's, not the weights'
+    helpers.runtime.sparse.warm_up()  # the kernel's code (numba, LLVM) is the runtime's, not the weights'
 trim = getattr(ctypes.CDLL(None), "malloc_trim", lambda pad: 0)  # glibc: return freed heap pages
 trim(0)
 code = rss()
@@ -149,7 +150,7 @@ def load_rss(path, runtime: str) -> dict:
 def compare(path, batches=(1,), parts=("all", "fc"), *, int8: bool = True, rss: bool = True,
             rounds: int = 15) -> list[dict]:
     """Rows of dense fp32 vs int8 vs sparse for the file at ``path`` (the benchmark's keys)."""
-    from . import int8 as int8_mod
+    from ..quantize import int8 as int8_mod
     from . import sparse
 
     dense = fileformat.load_compressed(path, quantized=False).eval()
@@ -210,7 +211,7 @@ def calibrate(densities=(0.02, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8), rounds: int = 10,
               batches=(1, 32)) -> dict:
     """Best-of-``rounds`` ms of dense vs sparse at each density for AlexNet's fc6 and its conv3 at
     224 px (13 x 13 input), at each batch size, and the density where they cross (None: no crossing
-    in ``densities``). Keys ``linear_b1``, ``conv_b32``, ...: ``helpers.sparse.BREAK_EVEN``."""
+    in ``densities``). Keys ``linear_b1``, ``conv_b32``, ...: ``helpers.runtime.sparse.BREAK_EVEN``."""
     from .sparse import SharedCSR, SparseConv2d, SparseLinear, resolve_kernel
 
     rng, kernel, out = np.random.default_rng(seed), resolve_kernel("auto"), {}
@@ -244,8 +245,8 @@ def _crossing(densities, rows):
 
 def int8_backends(rounds: int = 10) -> dict:
     """Median and best ms of AlexNet's three fc layers (9216-4096-4096-23) at batch 1: dense fp32,
-    int8 through torch.ao and through torchao (``helpers.int8``)."""
-    from . import int8
+    int8 through torch.ao and through torchao (``helpers.quantize.int8``)."""
+    from ..quantize import int8
 
     fc = nn.Sequential(nn.Linear(9216, 4096), nn.ReLU(), nn.Linear(4096, 4096), nn.ReLU(),
                        nn.Linear(4096, 23)).eval()

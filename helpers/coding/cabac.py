@@ -1,10 +1,10 @@
 """Context-adaptive binary arithmetic coding of a whole pruned, quantized layer (format version 5).
 
-Why: the gap and index streams (``helpers.streams``) are coded with static, order-0 or
+Why: the gap and index streams (``helpers.coding.streams``) are coded with static, order-0 or
 previous-symbol models, so they cannot use what a layer's neighbourhood says about a position.
 NNCodec (the MPEG NNC reference, DeepCABAC) coded LeNet-300-100's weights 4.5 % smaller than those
 streams because it adapts as it goes. Units differ in fan-in far more than one density for the
-layer can say, the rows of dead units (``helpers.dead_units``) are empty, and so are the columns
+layer can say, the rows of dead units (``helpers.prune.dead_units``) are empty, and so are the columns
 of the next layer that read them. Coding the mask position by position with contexts that know
 this, fc1 of the README's Fashion-MNIST LeNet-300-100 takes 13,158 B instead of its streams'
 13,515 B, LeNet-5's 14,826 B instead of 15,644 B; ``benchmarks/bench_nncodec.py`` compares with
@@ -26,7 +26,7 @@ Probabilities are counts (n0, n1) per context, estimated as (n1 + 1/2) / (n + 1)
 n reaches ``COUNT_LIMIT``, so they follow a layer whose statistics drift; the coder is LZMA's
 range coder (32-bit range, byte output with carry propagation) with 16-bit probabilities and a
 64-bit product, so a probability is never coarser than 2**-16. The coder is sequential, so it
-runs in numba (a dependency already, for ``helpers.sparse_kernels``), branch-free where it can be
+runs in numba (a dependency already, for ``helpers.runtime.sparse_kernels``), branch-free where it can be
 and with unsigned table indices (numba wraps negative signed ones around, at four instructions an
 access). ``fileformat`` decodes a file's context-coded layers on parallel threads. Parsing AlexNet's
 Sea Animals file (all 8 layers context-coded, 55 M decisions; ``python
@@ -83,7 +83,7 @@ def matrix_shape(shape) -> tuple[int, int]:
 @numba.njit(cache=True, inline="always")
 def _p0(counts, ctx):
     """P(bit = 0) of a context in 16 bits, in [1, 65535]."""
-    slot = np.uint64(ctx)  # unsigned: no negative-index wraparound code (see helpers.sparse_kernels)
+    slot = np.uint64(ctx)  # unsigned: no negative-index wraparound code (see helpers.runtime.sparse_kernels)
     n0, n1 = counts[slot, 0], counts[slot, 1]
     p = ((2 * n0 + 1) * _RECIPROCAL[np.uint64(n0 + n1)]) >> 16  # (n0 + 1/2) / (n + 1) without a division
     return min(max(p, 1), 65535)

@@ -7,7 +7,7 @@ symbol of probability f / 2**n in log2(2**n / f) bits, fractions included. Why o
 ``constriction`` package: its coders are sequential (one Python call codes a whole stream, but
 decoding many streams with a model that switches per symbol means a Python loop over symbols,
 or a (count x alphabet) probability matrix), while this one runs many lanes in lock-step like
-``helpers.huffman`` and switches context tables per symbol with one gather; and it adds no
+``helpers.coding.huffman`` and switches context tables per symbol with one gather; and it adds no
 dependency.
 
 The coder: 32-bit state x in [2**16, 2**32), 16-bit renormalisation words, probabilities

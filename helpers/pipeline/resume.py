@@ -17,8 +17,8 @@ from pathlib import Path
 
 from torch import nn
 
-from . import reporting
-from .io import MissingStageOutput
+from .. import reporting
+from ..io import MissingStageOutput
 
 # settings each stage's result depends on (its upstream stages' are added by _fingerprint)
 STAGE_SETTINGS = {

@@ -1,10 +1,10 @@
 """The compressed model file (``.dcz``): pruning + quantization + entropy coding (paper section 4).
 
 Sparse layout (paper Fig. 2). A layer's surviving weights, in flattened C order, are stored as two
-streams, each entropy-coded on its own (``helpers.streams``): with a canonical Huffman code
-(``helpers.huffman``, the paper's choice) or with rANS and previous-symbol contexts
-(``helpers.rans``), whichever is smaller, tables included. Or (format version 5) a layer of at
-most ``cabac.MAX_POSITIONS`` weights is coded whole by ``helpers.cabac``: context-adaptive binary
+streams, each entropy-coded on its own (``helpers.coding.streams``): with a canonical Huffman code
+(``helpers.coding.huffman``, the paper's choice) or with rANS and previous-symbol contexts
+(``helpers.coding.rans``), whichever is smaller, tables included. Or (format version 5) a layer of at
+most ``cabac.MAX_POSITIONS`` weights is coded whole by ``helpers.coding.cabac``: context-adaptive binary
 arithmetic coding of its mask and indices, kept when it is at least ``cabac.MIN_GAIN`` smaller
 than the two streams (trained LeNets' layers: 1-13 % smaller; see ``benchmarks/bench_nncodec.py``).
 The streams:
@@ -54,7 +54,7 @@ File layout (all integers little-endian)::
              context-coded layer has, instead of its two streams, one section: ``cabac.encode``'s
              bytes, with the index model (``index_context``) in its header entry.
              Raw tensors (biases, ...) in their dtype from an allowlist; a float32 tensor that is
-             exactly int8 x 2**e (biases rounded by ``helpers.compact``) as int8 plus ``e``.
+             exactly int8 x 2**e (biases rounded by ``helpers.quantize.compact``) as int8 plus ``e``.
     end-8    b"DCZE" + CRC32 of everything before it.
 
 Version 4 (read, never written) is version 5 without context-coded layers: writing with
@@ -92,4 +92,4 @@ __all__ = ["CODEBOOK_DTYPES", "CODERS", "CREATE_KEYS", "DEFAULT_GAP_BITS", "DTYP
            "default_gap_bits", "encode_file", "finest_int8_exponent", "gap_decode", "gap_encode", "int8_exponent",
            "layer_coded_bytes", "load_compressed", "open_for_model", "parse", "plain_tensors",
            "read_compressed", "save_compressed", "save_model", "size_report", "skeleton",
-           "_check_fits", "_codebook_entry"]  # the last two: for tests and helpers.compact
+           "_check_fits", "_codebook_entry"]  # the last two: for tests and helpers.quantize.compact

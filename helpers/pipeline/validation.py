@@ -79,9 +79,9 @@ def _sparsities_ok(value) -> bool:
 
 def rules() -> dict:
     """Field -> (predicate, what is allowed). Every key ``Profile.for_model`` returns has one."""
-    from .sensitivity import ALLOCATIONS
-    from .training import PRECISIONS
-    from .bit_allocation import BIT_ALLOCATIONS
+    from ..prune.sensitivity import ALLOCATIONS
+    from ..training import PRECISIONS
+    from ..quantize.bit_allocation import BIT_ALLOCATIONS
 
     return {
         "image_size": integer(1, 4096),
@@ -148,7 +148,7 @@ def check_settings(settings: dict, model: str | None = None) -> dict:
     ``model`` (default ``settings["model_name"]`` if present) adds the architecture's smallest input
     side to the ``image_size`` check. Fields without a rule (added by a newer profile) pass through.
     """
-    from .models import min_image_size
+    from ..models import min_image_size
 
     if not isinstance(settings, dict):
         raise SettingsError(f"settings must be a dict of profile fields, got {_describe(settings)}.")
@@ -162,7 +162,7 @@ def check_settings(settings: dict, model: str | None = None) -> dict:
         problems.append(f"image_size = {size} is too small for {model}: it needs at least "
                         f"{min_image_size(model)} px.")
     if model and "pretrained" in settings and rules()["pretrained"][0](settings["pretrained"]):
-        from .models import pretrained_problem
+        from ..models import pretrained_problem
 
         if (problem := pretrained_problem(model, settings["pretrained"])) is not None:
             problems.append(problem)

@@ -16,7 +16,7 @@ goes under ``stages`` in ``metrics.json``::
 The settings dict is a notebook's ``config.resolve_settings(...)`` or ``settings_for(profile, ...)``.
 
 Resume only what matches: each stage records the settings it depends on and refuses a run folder
-made with other ones (``StaleRunError``, see ``helpers.resume``); a stage whose input is missing
+made with other ones (``StaleRunError``, see ``helpers.pipeline.resume``); a stage whose input is missing
 says which stage to run first (``MissingStageError``).
 
 Which layers are pruned: every Conv2d and Linear is quantized, but a layer with fewer than
@@ -34,15 +34,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import bit_allocation, compact, config, models, preflight, pruning, quantization, reporting, training
-from .io import atomic_torch_save
+from ..quantize import bit_allocation, compact, int8, quantization
+from . import config, preflight
+from .. import models, reporting, training
+from ..prune import pruning
+from ..io import atomic_torch_save
 from .lock import RunLock
-# the pruning stages live in prune_stages, the shared pieces in stage_common; all are this module's API
-from .prune_stages import dense_control, plan_pruning, prune_and_retrain  # noqa: F401
-from .resume import (SETTING_DEFAULTS, MissingStageError, StaleRunError, begin,  # noqa: F401
-                     dense_parameter_bytes, finished, require)
-from .stage_common import (MIN_PRUNABLE_WEIGHTS, _fit, _reset, _save_record, _say, _test,  # noqa: F401
-                           prunable_layers, scan_loader)
+# the pruning stages live in prune_stages, the shared pieces in stage_common (helpers.pipeline's face
+# exports all the stages)
+from .prune_stages import dense_control, plan_pruning, prune_and_retrain
+from .resume import begin, dense_parameter_bytes, finished, require
+from .stage_common import _fit, _reset, _save_record, _say, _test, scan_loader
 
 
 # ----------------------------------------------------------------------------- stages
@@ -92,7 +94,7 @@ def bits_sweep(model, loader, device, bit_grid=(1, 2, 3, 4, 5, 6, 8)) -> dict:
 def quantize(model, train_loader, val_loader, settings, out_dir, *, test_loader=None, device=None,
              sweep: bool = False) -> dict:
     """k-means weight sharing, centroid fine-tuning, then float16 codebooks and int8 biases where
-    validation allows (``compact_storage``, ``helpers.compact``) (notebook 05). Each layer's bits:
+    validation allows (``compact_storage``, ``helpers.quantize.compact``) (notebook 05). Each layer's bits:
     conv_bits / fc_bits, or narrowed per layer (``bit_allocation="greedy"``, ``_allocate_bits``).
 
     ``sweep``: first measure accuracy against bits (``bits_sweep``) on the scan's validation slice.
@@ -134,7 +136,7 @@ def quantize(model, train_loader, val_loader, settings, out_dir, *, test_loader=
 
 def _allocate_bits(model, val_loader, settings, device) -> tuple[dict, list]:
     """Per-layer bits: the profile's conv/fc widths ("fixed"), or narrowed greedily ("greedy", see
-    ``helpers.bit_allocation``) while validation accuracy stays within ``bits_tolerance`` (and the
+    ``helpers.quantize.bit_allocation``) while validation accuracy stays within ``bits_tolerance`` (and the
     loss within ``bits_loss_tolerance``, when set). The whole
     validation split, not the scan's slice: on 1,280 images one image is 0.08 points, and Fashion-MNIST
     LeNet-5's round 7 lost 0.49 points to fc1 at 2 bits, chosen there within 0.3."""
@@ -156,16 +158,16 @@ def int8_baseline(model, test_loader, settings, out_dir) -> dict:
     recorded = begin("int8", settings, model, out_dir)
     training.load_checkpoint_weights(require(out_dir, "baseline.pt", "train_baseline (notebook 02)"), model)
     model.cpu()
-    int8 = quantization.int8_model(model)
-    stats = training.evaluate(int8, test_loader, torch.device("cpu")) if test_loader is not None else {}
+    int8_net = int8.int8_model(model)
+    stats = training.evaluate(int8_net, test_loader, torch.device("cpu")) if test_loader is not None else {}
     record = {"test_accuracy": stats.get("top1"), "test_top5": stats.get("top5"),
-              "size_bytes": quantization.int8_size_bytes(model), "settings": recorded}
+              "size_bytes": int8.int8_size_bytes(model), "settings": recorded}
     return _save_record(out_dir, "int8", record, settings)
 
 
 def encode(model, settings, out_dir, *, metadata=None, test_loader=None, device=None) -> dict:
     """Write the compressed file, its size report, and check it: same weights and outputs, accuracy from it."""
-    from . import fileformat
+    from ..coding import fileformat
 
     out_dir, device = Path(out_dir), device or training.pick_device()
     quantized_path = require(out_dir, "quantized.pt", "quantize (notebook 05)")
@@ -226,9 +228,9 @@ def compress(model: nn.Module, train_loader, val_loader, out_dir, *, test_loader
     compressed (pruned + weight-shared) model. Returns ``{"file": path, "stages": {...}}``; load the
     file with ``helpers.load_compressed(path)`` (registry models) or ``(path, model=MyNet())``.
 
-    Before any work, the arguments are checked (``helpers.preflight``: the model's layers and tied
+    Before any work, the arguments are checked (``helpers.pipeline.preflight``: the model's layers and tied
     tensors, empty loaders, the metadata the file will hold), and ``out_dir``'s lock is taken
-    (``helpers.lock``): a second compress or runner on the same folder is refused while this runs.
+    (``helpers.pipeline.lock``): a second compress or runner on the same folder is refused while this runs.
     """
     metadata = preflight.check_compress_arguments(model, train_loader, val_loader, test_loader, metadata)
     name = getattr(model, "create_args", {}).get("name") or type(model).__name__
