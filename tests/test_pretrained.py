@@ -103,14 +103,14 @@ def test_a_wrong_weights_file_is_refused_with_what_differs(tmp_path):
     text.write_text("not a torch file")
     with pytest.raises(ValueError, match="not a state_dict file torch can read"):
         models.create("alexnet", 23, 3, 64, pretrained=text)
-    with pytest.raises(ValueError, match="does not exist"):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
         models.create("alexnet", 23, 3, 64, pretrained=tmp_path / "missing.pth")
 
 
 def test_the_weights_setting_is_checked_before_any_work(tmp_path):
     with pytest.raises(SettingsError, match="does not exist"):
         config.settings_for("cpu", "alexnet", overrides={"weights": str(tmp_path / "missing.pth")})
-    with pytest.raises(SettingsError, match="no pretrained weights for lenet5"):
+    with pytest.raises(SettingsError, match="No pretrained weights for lenet5"):
         config.settings_for("cpu", "lenet5", overrides={"pretrained": True})
     path = tmp_path / "w.pth"
     torch.save({}, path)
