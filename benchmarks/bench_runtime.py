@@ -21,9 +21,15 @@ waits and shows the single-core cost of each form.
     python benchmarks/bench_runtime.py --file runs/sea-cpu/alexnet/alexnet.dcz   # a file of yours
     python benchmarks/bench_runtime.py --calibrate     # break-even densities (helpers.runtime.sparse.BREAK_EVEN)
     python benchmarks/bench_runtime.py --int8-backends  # torch.ao vs torchao int8 Linear (helpers.quantize.int8)
+    python benchmarks/bench_runtime.py --busy 1 --only alexnet-64   # with another process on a core
+
+A fourth form, where onnxruntime, onnx and onnxscript are installed (``--no-ort`` leaves it out):
+the dense fp32 export run by onnxruntime with the same thread count, whole network only (``ort_ms``),
+what a user would deploy instead. ``--busy K`` keeps K processes spinning for the whole run.
 
 The last line printed is JSON: {"results": [{model, part, image_size, batch, dense_ms, int8_ms,
-sparse_ms, dense_weight_bytes, sparse_weight_bytes, dense_load_rss, sparse_load_rss, ...}, ...]}.
+sparse_ms, ort_ms, busy, dense_weight_bytes, sparse_weight_bytes, dense_load_rss, sparse_load_rss,
+...}, ...]}.
 """
 
 from __future__ import annotations
@@ -44,7 +50,7 @@ from helpers.runtime import sparse_measure  # noqa: E402
 CASES = {"alexnet-64": ("alexnet", 64), "alexnet-224": ("alexnet", 224), "vgg16-32": ("vgg16", 32)}
 
 
-def run_cases(names, rounds, folder, files=()):
+def run_cases(names, rounds, folder, files=(), ort=False):
     """Rows for the random-weight cases ``names`` (written to ``folder``) and for existing ``files``."""
     results = []
     for key in [*names, *files]:
@@ -57,10 +63,11 @@ def run_cases(names, rounds, folder, files=()):
         else:
             path = key
             print(f"{path}: {os.path.getsize(path) / 1e6:.2f} MB", flush=True)
-        for row in sparse_measure.compare(path, batches=(1, 32), rounds=rounds):
+        for row in sparse_measure.compare(path, batches=(1, 32), rounds=rounds, ort=ort):
             results.append(row)
+            onnx = f"  onnxruntime {row['ort_ms']:8.2f}" if row.get("ort_ms") is not None else ""
             print(f"  {row['part']:>3} batch {row['batch']:>2}: dense {row['dense_ms']:8.2f}  int8 "
-                  f"{row['int8_ms']:8.2f}  sparse {row['sparse_ms']:8.2f} ms (median; best "
+                  f"{row['int8_ms']:8.2f}  sparse {row['sparse_ms']:8.2f}{onnx} ms (median; best "
                   f"{row['dense_best_ms']:.2f} / {row['int8_best_ms']:.2f} / {row['sparse_best_ms']:.2f})",
                   flush=True)
         r = results[-1]
@@ -79,10 +86,25 @@ def main(argv=None):
     parser.add_argument("--file", nargs="+", default=[], help="compressed files of yours to measure")
     parser.add_argument("--calibrate", action="store_true")
     parser.add_argument("--int8-backends", action="store_true")
+    parser.add_argument("--busy", type=int, default=0, metavar="K",
+                        help="keep K other processes busy on the cores for the whole run (a loaded machine)")
+    parser.add_argument("--no-ort", action="store_true", help="leave out onnxruntime on the dense export")
     args = parser.parse_args(argv)
+    if args.busy < 0:
+        parser.error("--busy takes a count of processes, 0 or more")
     if args.threads:
         torch.set_num_threads(args.threads)
-    info = {"threads": torch.get_num_threads(), "cpus": os.cpu_count(), "load_avg_start": os.getloadavg()[0]}
+    ort = not args.no_ort and sparse_measure.onnxruntime_available()
+    if not args.no_ort and not ort:
+        print("onnxruntime, onnx or onnxscript is not installed: no onnxruntime column", flush=True)
+    with sparse_measure.busy_processes(args.busy):
+        out = measure(args, parser, ort)
+    print(json.dumps(out))
+
+
+def measure(args, parser, ort) -> dict:
+    info = {"threads": torch.get_num_threads(), "cpus": os.cpu_count(), "busy": args.busy,
+            "load_avg_start": os.getloadavg()[0]}
     if args.calibrate:
         out = sparse_measure.calibrate()
     elif args.int8_backends:
@@ -93,9 +115,10 @@ def main(argv=None):
             parser.error(f"no such file: {', '.join(missing)}")
         names = args.only if args.only is not None else ([] if args.file else list(CASES))
         with tempfile.TemporaryDirectory() as folder:
-            out = {"results": run_cases(names, args.rounds, folder, args.file)}
+            out = {"results": [{**row, "busy": args.busy} for row in run_cases(names, args.rounds, folder,
+                                                                               args.file, ort)]}
     out.update(info, load_avg_end=os.getloadavg()[0])
-    print(json.dumps(out))
+    return out
 
 
 if __name__ == "__main__":

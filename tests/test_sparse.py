@@ -258,3 +258,20 @@ def test_survivors_outside_the_codebook_or_the_weight_are_refused(indices, posit
     s = SparseLayer((2, 3), 2, np.array([1, 2, 3], np.float32), np.array(positions), np.array(indices))
     with pytest.raises(ValueError, match=problem):
         SharedCSR.from_layer(s, group=group)
+
+
+def test_the_benchmark_times_onnxruntime_on_the_dense_export_and_can_load_the_machine(tmp_path):
+    pytest.importorskip("onnxruntime")
+    path = tmp_path / "lenet5.dcz"
+    sparse_measure.random_compressed_file(path, "lenet5", 28, 0.2, in_channels=1, seed=3)
+    model = fileformat.load_compressed(path, quantized=False).eval()
+    x = torch.randn(3, 1, 28, 28)
+    ort_model = sparse_measure.OnnxRuntimeModel(model, x[:2])
+    with torch.no_grad():
+        torch.testing.assert_close(ort_model(x), model(x), rtol=1e-4, atol=1e-4)
+    rows = sparse_measure.compare(path, rounds=2, rss=False, ort=True)
+    whole, fc = (next(r for r in rows if r["part"] == p) for p in ("all", "fc"))
+    assert whole["ort_ms"] > 0 and fc["ort_ms"] is None
+    with sparse_measure.busy_processes(1, limit_s=30) as procs:
+        assert procs[0].poll() is None  # spinning
+    assert procs[0].poll() is not None  # stopped when the block ends

@@ -10,6 +10,7 @@ form starts with one untimed forward of it, so no form is timed in the cache sta
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import subprocess
@@ -87,7 +88,7 @@ def fc_inputs(model: nn.Module, x: torch.Tensor) -> dict:
     return seen
 
 
-def _runner(model: nn.Module, x: torch.Tensor, part: str):
+def _runner(model, x: torch.Tensor, part: str):
     """A no-argument function running the whole model ('all') or its Linear layers alone ('fc')."""
     if part == "all":
         return lambda: model(x)
@@ -147,9 +148,48 @@ def load_rss(path, runtime: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+class OnnxRuntimeModel:
+    """The dense fp32 export of a model run by onnxruntime with torch's thread count, called like the
+    module (tensor in, tensor out): what a user would deploy instead of this package's runtime."""
+
+    def __init__(self, model: nn.Module, x: torch.Tensor):
+        import onnxruntime
+
+        from ..export import onnx_bytes
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = torch.get_num_threads(), 1
+        self.session = onnxruntime.InferenceSession(onnx_bytes(model, x), options,
+                                                    providers=["CPUExecutionProvider"])
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.session.run(None, {"input": x.numpy()})[0])
+
+
+def onnxruntime_available() -> bool:
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime", "onnxscript"))
+
+
+@contextlib.contextmanager
+def busy_processes(count: int, limit_s: float = 3600.0):
+    """``count`` processes that each keep one core busy (a plain Python loop) until the block ends,
+    or ``limit_s`` at the latest: the benchmark's "another process on the machine"."""
+    loop = f"import time\nend = time.time() + {limit_s}\nwhile time.time() < end:\n    pass\n"
+    procs = [subprocess.Popen([sys.executable, "-c", loop]) for _ in range(count)]
+    try:
+        yield procs
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+
 def compare(path, batches=(1,), parts=("all", "fc"), *, int8: bool = True, rss: bool = True,
-            rounds: int = 15) -> list[dict]:
-    """Rows of dense fp32 vs int8 vs sparse for the file at ``path`` (the benchmark's keys)."""
+            rounds: int = 15, ort: bool = False) -> list[dict]:
+    """Rows of dense fp32 vs int8 vs sparse (vs onnxruntime on the dense export, whole network only,
+    with ``ort``) for the file at ``path`` (the benchmark's keys)."""
     from ..quantize import int8 as int8_mod
     from . import sparse
 
@@ -163,12 +203,16 @@ def compare(path, batches=(1,), parts=("all", "fc"), *, int8: bool = True, rss: 
     if rss:
         memory.update(dense_load_rss=load_rss(path, "dense")["gained"], sparse_load_rss=load_rss(path, "sparse")["gained"])
     rows = []
+    shape = (args["in_channels"], args["image_size"], args["image_size"])
+    if ort:
+        forms["ort"] = OnnxRuntimeModel(dense, torch.randn(2, *shape))
     for batch in batches:
-        x = torch.randn(batch, args["in_channels"], args["image_size"], args["image_size"])
+        x = torch.randn(batch, *shape)
         for part in parts:
-            ms = latencies_ms(forms, x, part, rounds)
+            timed = {k: m for k, m in forms.items() if part == "all" or k != "ort"}  # ort: no per-layer runs
+            ms = latencies_ms(timed, x, part, rounds)
             rows.append({"model": args["name"], "part": part, "image_size": args["image_size"], "batch": batch,
-                         **{f"{k}_ms": ms[k][0] if k in ms else None for k in ("dense", "int8", "sparse")},
+                         **{f"{k}_ms": ms[k][0] if k in ms else None for k in ("dense", "int8", "sparse", "ort")},
                          **memory, **{f"{k}_best_ms": ms[k][1] if k in ms else None for k in ("dense", "int8", "sparse")},
                          "sparse_layers": sum(v == "sparse" for v in plan.values())})
     return rows
