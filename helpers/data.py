@@ -241,6 +241,14 @@ def folder_split(root, split_file=None, seed=0, fractions=SPLIT_FRACTIONS) -> di
     return split
 
 
+def open_image(path, mode: str = "RGB") -> Image.Image:
+    """The decoded image in ``mode`` (RGB, or L for one channel); raises what PIL raises if unreadable."""
+    with Image.open(path) as img:
+        # RGBA/palette/grayscale/MPO all go through convert; "P" with transparency needs RGBA first
+        img = img.convert("RGBA") if img.mode == "P" else img
+        return img.convert(mode)
+
+
 class ImageListDataset(Dataset):
     """(relative path, label) pairs under a root; every image becomes RGB (or L for 1 channel)."""
 
@@ -265,10 +273,7 @@ class ImageListDataset(Dataset):
         rel, label = self.items[i]
         img = self._cache.get(i)
         if img is None:
-            with Image.open(self.root / rel) as img:
-                # RGBA/palette/grayscale/MPO all go through convert; "P" with transparency needs RGBA first
-                img = img.convert("RGBA") if img.mode == "P" else img
-                img = img.convert(self.mode)
+            img = open_image(self.root / rel, self.mode)
             if self._resize is not None:
                 img = self._resize(img)
                 self._cache[i] = img

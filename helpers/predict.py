@@ -38,9 +38,7 @@ def find_images(paths) -> list[Path]:
 
 def read_image(path: Path, channels: int) -> Image.Image:
     """The decoded image in the model's colour mode (RGB, or L for one channel); raises if unreadable."""
-    with Image.open(path) as img:
-        img = img.convert("RGBA") if img.mode == "P" else img  # palette transparency needs RGBA first
-        return img.convert("RGB" if channels == 3 else "L")
+    return data.open_image(path, "RGB" if channels == 3 else "L")
 
 
 def top_classes(probabilities: torch.Tensor, class_names, k: int) -> list[list[dict]]:
