@@ -249,6 +249,12 @@ def test_a_downstream_stage_refuses_settings_its_upstream_was_not_made_with(load
     assert Path(result["file"]).is_file()
 
 
+def _paired(images, only_baseline_right, only_candidate_right, candidate_loss=1.0) -> dict:
+    """A round's paired counts against the baseline (helpers.prune.stopping), as its record holds them."""
+    return {"images": images, "both_right": images // 2, "only_baseline_right": only_baseline_right,
+            "only_candidate_right": only_candidate_right, "baseline_loss": 1.0, "candidate_loss": candidate_loss}
+
+
 def test_extra_rounds_prune_past_the_plan_while_validation_allows(loaders, tmp_path):
     train, val, test = loaders
     settings = _pruned_until_plan(loaders, tmp_path, extra_rounds=2, extra_keep=0.5, stop_tolerance=0.99)
@@ -267,16 +273,21 @@ def test_a_round_that_validation_does_not_allow_is_undone_and_ends_pruning(loade
     settings = _pruned_until_plan(loaders, tmp_path, extra_rounds=3, extra_keep=0.5, stop_tolerance=0.0,
                                   remove_dead_units=False)
     real_round = prune_stages._one_round
-    scripted = {1: 1.0, 2: 1.0, 3: 1.0, 4: -1.0}  # validation after retraining, per round (never: -1)
+    # the paired comparison with the baseline after retraining, per round: round 4 loses 40 of 100 images
+    same, worse = _paired(100, 0, 0), _paired(100, 40, 0)
+    scripted = {1: same, 2: same, 3: same, 4: worse}
 
     def round_with_scripted_validation(model, r, *args, **kwargs):
-        return {**real_round(model, r, *args, **kwargs), "after_retraining": scripted[r]}
+        return {**real_round(model, r, *args, **kwargs), "vs_baseline": scripted[r]}
 
     monkeypatch.setattr(prune_stages, "_one_round", round_with_scripted_validation)
     model = models.create("lenet5", CLASSES, 3, 32)
     record = pipeline.prune_and_retrain(model, train, val, settings, tmp_path, test_loader=test,
                                         device=torch.device("cpu"))
     assert [r.get("accepted") for r in record["rounds"]] == [None, None, True, False], "round 5 never ran"
+    refused = record["rounds"][3]["decision"]
+    assert refused["difference"] == pytest.approx(-0.4) and refused["mcnemar_p"] < 1e-6, "the evidence is recorded"
+    assert record["rounds"][1]["decision"]["accepted"], "the last planned round's decision too"
     round3 = models.create("lenet5", CLASSES, 3, 32)
     from helpers.prune import pruning
     pruning.load_pruned_state_dict(round3, torch.load(tmp_path / "pruned_round3.pt", weights_only=True))
@@ -284,6 +295,24 @@ def test_a_round_that_validation_does_not_allow_is_undone_and_ends_pruning(loade
     assert record["kept_fraction"] > record["rounds"][3]["kept"], "the rejected round's pruning is undone"
     saved = torch.load(tmp_path / "pruned.pt", weights_only=True)
     assert all(torch.equal(saved[k], v) for k, v in round3.state_dict().items())
+
+
+def test_rounds_recorded_before_the_paired_counts_resume_to_the_same_decisions(loaders, tmp_path):
+    train, val, test = loaders
+    settings = _pruned_until_plan(loaders, tmp_path, extra_rounds=2, extra_keep=0.5, stop_tolerance=0.0, stop_z=1.0)
+    cpu = torch.device("cpu")
+    first = pipeline.prune_and_retrain(models.create("lenet5", CLASSES, 3, 32), train, val, settings, tmp_path,
+                                       test_loader=test, device=cpu)
+    decisions = [r.get("decision") for r in first["rounds"]]
+    assert decisions[1] is not None and decisions[1]["z"] == 1.0 and decisions[1]["counts"]["images"] == len(val.dataset)
+    assert all(r["threads"] == torch.get_num_threads() for r in first["rounds"])
+    # an older version's rounds: no paired counts in their records, and the stage not finished
+    (tmp_path / "pruned.pt").unlink()
+    for path in tmp_path.glob("pruned_round*.json"):
+        path.write_text(json.dumps({k: v for k, v in json.loads(path.read_text()).items() if k != "vs_baseline"}))
+    again = pipeline.prune_and_retrain(models.create("lenet5", CLASSES, 3, 32), train, val, settings, tmp_path,
+                                       test_loader=test, device=cpu)
+    assert [r.get("decision") for r in again["rounds"]] == decisions
 
 
 def test_greedy_bit_allocation_narrows_layers_and_the_file_keeps_the_widths(loaders, tmp_path):
@@ -326,11 +355,10 @@ def test_the_loss_rule_stops_a_round_whose_accuracy_alone_would_pass(loaders, tm
     settings = _pruned_until_plan(loaders, tmp_path, extra_rounds=3, extra_keep=0.5, stop_tolerance=0.99,
                                   stop_loss_tolerance=0.05, remove_dead_units=False)
     real_round = prune_stages._one_round
-    losses = {1: 0.0, 2: 0.0, 3: 0.0, 4: 1e9}  # validation loss after retraining, per round
+    losses = {1: 1.0, 2: 1.0, 3: 1.0, 4: 1e9}  # validation loss after retraining, per round (baseline: 1.0)
 
     def round_with_scripted_loss(model, r, *args, **kwargs):
-        record = real_round(model, r, *args, **kwargs)
-        return {**record, "history": record["history"][:-1] + [{**record["history"][-1], "val_loss": losses[r]}]}
+        return {**real_round(model, r, *args, **kwargs), "vs_baseline": _paired(100, 0, 0, candidate_loss=losses[r])}
 
     monkeypatch.setattr(prune_stages, "_one_round", round_with_scripted_loss)
     record = pipeline.prune_and_retrain(models.create("lenet5", CLASSES, 3, 32), train, val, settings, tmp_path,

@@ -4,13 +4,15 @@ the stage contract (artefacts, records, resuming)."""
 
 from __future__ import annotations
 
+import copy
 import json
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from ..prune import dead_units, pruning, sensitivity
+from ..prune import dead_units, pruning, sensitivity, stopping
 from .. import models, reporting, training
 from ..io import atomic_torch_save
 from .resume import begin, finished, require
@@ -76,9 +78,13 @@ def prune_and_retrain(model, train_loader, val_loader, settings, out_dir, *, tes
     model.to(device)
     baseline = training.evaluate(model, val_loader, device)
     baseline_val = baseline["top1"]
-    rounds = [_one_round(model, r, targets, train_loader, val_loader, settings, out_dir, device)
-              for r, targets in enumerate(pruning.sparsity_schedule(plan["targets"], settings["prune_rounds"]), 1)]
-    rounds += _further_rounds(model, plan["targets"], baseline, rounds[-1], train_loader, val_loader, settings,
+    # rounds past the plan are decided on the same images as the baseline's (helpers.prune.stopping)
+    reference = copy.deepcopy(model).eval() if settings["extra_rounds"] > 0 else None
+    schedule = pruning.sparsity_schedule(plan["targets"], settings["prune_rounds"])
+    rounds = [_one_round(model, r, targets, train_loader, val_loader, settings, out_dir, device,
+                         reference=reference if r == len(schedule) else None)
+              for r, targets in enumerate(schedule, 1)]
+    rounds += _further_rounds(model, plan["targets"], reference, rounds[-1], train_loader, val_loader, settings,
                               out_dir, device)
     dead = dead_units.remove_dead_units(model, next(iter(val_loader))[0].to(device)) \
         if settings["remove_dead_units"] else None
@@ -90,48 +96,67 @@ def prune_and_retrain(model, train_loader, val_loader, settings, out_dir, *, tes
     return _save_record(out_dir, "pruned", record, settings)
 
 
-def _round_allowed(record: dict, baseline: dict, settings: dict) -> bool:
-    """Validation accuracy after the round's retraining within ``stop_tolerance`` of the baseline's
-    and, with ``stop_loss_tolerance`` set, validation loss at most (1 + it) x the baseline's."""
-    allowed = record["after_retraining"] >= baseline["top1"] - settings["stop_tolerance"]
-    if settings["stop_loss_tolerance"] is not None and record.get("history"):
-        allowed &= record["history"][-1]["val_loss"] <= baseline["loss"] * (1 + settings["stop_loss_tolerance"])
-    return bool(allowed)
+def _decision(record: dict, settings: dict) -> dict:
+    """Whether a round is kept, with its evidence (``helpers.prune.stopping.decide``): the paired
+    accuracy difference to the baseline on the same validation images, not beyond ``stop_tolerance``
+    by more than ``stop_z`` standard errors, and, with ``stop_loss_tolerance`` set, validation loss at
+    most (1 + it) x the baseline's."""
+    return stopping.decide(stopping.PairedCounts(**record["vs_baseline"]), settings["stop_tolerance"],
+                           settings["stop_z"], settings["stop_loss_tolerance"])
 
 
-def _further_rounds(model, planned, baseline, last_planned, train_loader, val_loader, settings, out_dir,
+def _further_rounds(model, planned, reference, last_planned, train_loader, val_loader, settings, out_dir,
                     device) -> list[dict]:
     """Rounds past the plan (``extra_rounds``): each keeps ``extra_keep`` of every pruned layer's
-    survivors while validation after retraining stays as close to the baseline's as the stop
-    tolerances allow (``_round_allowed``). The first round that does not is undone (the previous
-    round's weights come back) and ends pruning; none start when the plan itself ended outside
-    them. Rounds are files like the planned ones, so a resumed run takes the same decisions."""
-    if settings["extra_rounds"] == 0 or not _round_allowed(last_planned, baseline, settings):
+    survivors while the round's paired comparison with the baseline (``reference``) allows
+    (``_decision``). The first round that it does not is undone (the previous round's weights come
+    back) and ends pruning; none start when the plan itself ended outside it. Rounds are files like
+    the planned ones (their paired counts included), so a resumed run takes the same decisions."""
+    if settings["extra_rounds"] == 0:
+        return []
+    last_planned["decision"] = _decision(last_planned, settings)
+    if not last_planned["decision"]["accepted"]:
+        _say(settings, "pruned", f"no rounds past the plan: {_evidence_line(last_planned['decision'])}")
         return []
     records, first = [], settings["prune_rounds"]
     for step, targets in enumerate(pruning.further_schedule(planned, settings["extra_keep"],
                                                             settings["extra_rounds"]), 1):
-        record = _one_round(model, first + step, targets, train_loader, val_loader, settings, out_dir, device)
-        records.append({**record, "extra": True, "accepted": _round_allowed(record, baseline, settings)})
-        if not records[-1]["accepted"]:
+        record = _one_round(model, first + step, targets, train_loader, val_loader, settings, out_dir, device,
+                            reference=reference)
+        decision = _decision(record, settings)
+        records.append({**record, "extra": True, "accepted": decision["accepted"], "decision": decision})
+        if not decision["accepted"]:
             previous = torch.load(out_dir / f"pruned_round{first + step - 1}.pt", map_location="cpu", weights_only=True)
             pruning.load_pruned_state_dict(model, previous)
             model.to(device)
-            loss = record["history"][-1]["val_loss"] if record.get("history") else float("nan")
-            _say(settings, "pruned", f"round {first + step} undone: validation {record['after_retraining']:.2%}, "
-                                     f"loss {loss:.4f} (baseline {baseline['top1']:.2%}, {baseline['loss']:.4f}); "
+            _say(settings, "pruned", f"round {first + step} undone: {_evidence_line(decision)}; "
                                      f"back to {pruning.total_kept_fraction(model):.2%} kept")
             break
     return records
 
 
-def _one_round(model, r, targets, train_loader, val_loader, settings, out_dir, device, name="pruned") -> dict:
-    """Round ``r``: prune to ``targets`` (None: prune nothing, the dense control), then retrain."""
+def _evidence_line(decision: dict) -> str:
+    counts = decision["counts"]
+    loss = (f", loss {counts['candidate_loss']:.4f} against {counts['baseline_loss']:.4f}"
+            if decision["loss_tolerance"] is not None else "")
+    return (f"validation {decision['difference']:+.2%} against the baseline on the same images "
+            f"(standard error {decision['standard_error']:.2%}, refused below {decision['threshold']:+.2%}; "
+            f"McNemar p={decision['mcnemar_p']:.3g}){loss}")
+
+
+def _one_round(model, r, targets, train_loader, val_loader, settings, out_dir, device, name="pruned",
+               reference=None) -> dict:
+    """Round ``r``: prune to ``targets`` (None: prune nothing, the dense control), then retrain. With a
+    ``reference`` (the baseline), the record also holds the two models' paired validation counts."""
     done = out_dir / f"{name}_round{r}.pt"
     if done.exists():  # resume: this round finished in an earlier run
         state = torch.load(done, map_location=device, weights_only=True)
         pruning.load_pruned_state_dict(model, state) if targets is not None else model.load_state_dict(state)
-        return json.loads((out_dir / f"{name}_round{r}.json").read_text())
+        record = json.loads((out_dir / f"{name}_round{r}.json").read_text())
+        if reference is not None and "vs_baseline" not in record:  # a round recorded before the counts were
+            record["vs_baseline"] = asdict(stopping.paired_counts(reference, model, val_loader, device))
+            reporting.write_json(out_dir / f"{name}_round{r}.json", record)
+        return record
     if targets is not None:
         pruning.prune_to_sparsity(model, targets)
     after_pruning = training.evaluate(model, val_loader, device)["top1"]
@@ -139,7 +164,10 @@ def _one_round(model, r, targets, train_loader, val_loader, settings, out_dir, d
                    lr=settings["lr"] * settings["retrain_lr_factor"], weight_decay=settings["weight_decay"],
                    checkpoint=out_dir / f"{name}_round{r}_checkpoint.pt", seed_offset=r)
     record = {"round": r, "kept": pruning.total_kept_fraction(model), "after_pruning": after_pruning,
-              "after_retraining": history[-1]["val_top1"] if history else after_pruning, "history": history}
+              "after_retraining": history[-1]["val_top1"] if history else after_pruning, "history": history,
+              "threads": torch.get_num_threads()}
+    if reference is not None:
+        record["vs_baseline"] = asdict(stopping.paired_counts(reference, model, val_loader, device))
     reporting.write_json(out_dir / f"{name}_round{r}.json", record)
     atomic_torch_save(model.state_dict(), done)
     _say(settings, name, f"round {r}: kept {record['kept']:.2%}, validation {after_pruning:.2%} before retraining -> "

@@ -6,7 +6,10 @@ model's parameter shapes. A folder whose record differs (a 60-epoch baseline whe
 asked) raises ``StaleRunError`` naming each differing setting; artefacts without a record (an older
 version's run) are refused the same way. Nothing is deleted: the message says what to delete or to
 use another folder. Stages cheap enough to redo (``RECOMPUTED``) overwrite their record instead.
-``threads``, ``num_workers`` and ``cache_images`` change speed, not results, so they are not recorded.
+``num_workers`` and ``cache_images`` change speed, not results, so they are not recorded. ``threads``
+changes results in their last bits only (sums in another order), which a gated decision can follow;
+the count a stage ran with is kept in its metrics record (and each pruning round's), not checked, so
+a run resumed on another machine goes on.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ STAGE_SETTINGS = {
     "scan": ("sensitivity_sparsities", "eval_batches"),
     "plan": ("sensitivity_tolerance", "target_kept", "budget_allocation"),
     "pruned": ("prune_rounds", "retrain_epochs", "retrain_lr_factor", "extra_rounds", "extra_keep", "stop_tolerance",
-               "stop_loss_tolerance", "remove_dead_units"),
+               "stop_loss_tolerance", "stop_z", "remove_dead_units"),
     "dense_control": ("prune_rounds", "retrain_epochs", "retrain_lr_factor", "extra_rounds"),
     "quantized": ("conv_bits", "fc_bits", "quant_epochs", "quant_lr_factor", "bit_allocation", "bits_tolerance",
                   "bits_loss_tolerance", "min_bits", "compact_storage"),
@@ -36,7 +39,7 @@ STAGE_SETTINGS = {
 }
 # a setting added after a run folder was made counts as this value there (so such folders still resume)
 SETTING_DEFAULTS = {"trained": False, "pretrained": False, "world_size": 1, "precision": "auto", "extra_rounds": 0, "extra_keep": 0.8,
-                    "stop_tolerance": 0.0, "stop_loss_tolerance": None,
+                    "stop_tolerance": 0.0, "stop_loss_tolerance": None, "stop_z": None,
                     "remove_dead_units": False, "bit_allocation": "fixed", "bits_tolerance": 0.005, "min_bits": 2,
                     "bits_loss_tolerance": None,
                     "compact_storage": False}

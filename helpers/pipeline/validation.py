@@ -113,6 +113,7 @@ def rules() -> dict:
         "extra_keep": number(0, 1, low_open=True, high_open=True),
         "stop_tolerance": number(0, 1, high_open=True),
         "stop_loss_tolerance": optional(number(0, None)),
+        "stop_z": optional(number(0, 10)),
         "bit_allocation": one_of(BIT_ALLOCATIONS),
         "compact_storage": BOOLEAN,
         "bits_tolerance": number(0, 1, high_open=True),
