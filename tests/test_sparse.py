@@ -123,7 +123,72 @@ def test_layout_choice_follows_density_and_kind():
     assert sparse.choose_layout(nn.Linear(4, 4), 0.9) == "dense"
     assert sparse.choose_layout(nn.Conv2d(4, 4, 3), 0.5) == "dense"
     assert sparse.choose_layout(nn.Conv2d(4, 4, 3), 0.5, {"conv": 0.6}) == "sparse"
-    assert sparse.choose_layout(nn.Conv2d(4, 4, 3, groups=2), 0.01) == "dense"  # unsupported: dense
+    assert sparse.choose_layout(nn.Conv2d(4, 4, 3, groups=2), 0.01) == "sparse"
+    assert sparse.choose_layout(nn.Conv2d(4, 4, 3, groups=2), 0.01, kernel="csr") == "dense"  # im2col: groups=1
+    assert sparse.choose_layout(nn.Conv2d(4, 4, 3, groups=4), 0.01) == "dense"  # depthwise stays dense
+    assert sparse.choose_layout(nn.Conv2d(4, 4, 1), 0.5, {"conv": 0.6}) == "sparse"  # "conv" covers 1x1
+    assert sparse.choose_layout(nn.Conv2d(4, 4, 1), 0.5, {"conv": 0.6, "conv1x1": 0.4}) == "dense"
+
+    class SamePaddingConv(nn.Conv2d):  # pads inside forward: replacing it would drop the padding
+        def forward(self, x):
+            return super().forward(F.pad(x, (1, 1, 1, 1)))
+
+    assert sparse.choose_layout(SamePaddingConv(4, 4, 3), 0.01) == "dense"
+
+
+CONV_CASES = [  # (in, out, kernel, stride, padding, dilation, groups, input h x w)
+    (8, 6, 1, 1, 0, 1, 1, (7, 9)),      # 1x1: one contiguous row of H*W per survivor
+    (8, 6, 1, 2, 0, 1, 1, (7, 9)),      # 1x1, strided (ResNet's downsample)
+    (4, 6, 3, 1, 1, 1, 1, (11, 9)),     # 3x3 "same"
+    (4, 6, 3, 2, 1, 1, 1, (11, 10)),    # strided
+    (4, 6, (3, 5), (2, 1), (0, 2), (2, 1), 1, (13, 9)),  # asymmetric kernel, stride, padding, dilation
+    (6, 9, 3, 1, 1, 1, 3, (8, 8)),      # grouped
+    (3, 5, 7, 2, 3, 1, 1, (20, 18)),    # a 7x7 stem
+    (4, 2, 5, 1, 0, 1, 1, (5, 5)),      # output of 1x1
+]
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=[str(c[:7]) for c in CONV_CASES])
+@pytest.mark.parametrize("batch", [0, 1, 3])
+def test_direct_sparse_convolution_matches_conv2d(case, batch):
+    cin, cout, k, stride, padding, dilation, groups, (h, w) = case
+    conv = nn.Conv2d(cin, cout, k, stride, padding, dilation, groups, bias=True)
+    weight = layer(tuple(conv.weight.shape), 0.35, k=256, seed=cin + cout)
+    sc = sparse.SparseConv2d(conv, SharedCSR.from_layer(weight, group=1), "shared")
+    x = torch.randn(batch, cin, h, w, generator=torch.Generator().manual_seed(batch))
+    expected = F.conv2d(x, weight.dense(), conv.bias, conv.stride, conv.padding, conv.dilation, groups)
+    got = sc(x)
+    assert got.shape == expected.shape and got.dtype == torch.float32
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_a_convolution_refuses_inputs_it_cannot_take():
+    conv = nn.Conv2d(4, 6, 3)
+    sc = sparse.SparseConv2d(conv, SharedCSR.from_layer(layer((6, 4, 3, 3), 0.5), group=1), "shared")
+    with pytest.raises(ValueError, match=r"takes \(N, 4, H, W\)"):
+        sc(torch.ones(1, 3, 8, 8))
+    with pytest.raises(ValueError, match="smaller than the layer's kernel"):
+        sc(torch.ones(1, 4, 2, 8))
+    with pytest.raises(ValueError, match="groups=1 only"):
+        sparse.SparseConv2d(nn.Conv2d(4, 6, 3, groups=2), SharedCSR.from_layer(layer((6, 2, 3, 3), 0.5)), "csr")
+
+
+def test_the_kernels_run_on_torchs_thread_count():
+    import numba
+
+    before = torch.get_num_threads()
+    conv = nn.Conv2d(4, 6, 3)
+    sc = sparse.SparseConv2d(conv, SharedCSR.from_layer(layer((6, 4, 3, 3), 0.5), group=1), "shared")
+    try:
+        for threads in sorted({1, min(2, numba.config.NUMBA_NUM_THREADS)}):
+            torch.set_num_threads(threads)
+            sc(torch.ones(1, 4, 8, 8))
+            assert numba.get_num_threads() == threads
+        torch.set_num_threads(numba.config.NUMBA_NUM_THREADS + 3)  # more than the cores: capped
+        sc(torch.ones(1, 4, 8, 8))
+        assert numba.get_num_threads() == numba.config.NUMBA_NUM_THREADS
+    finally:
+        torch.set_num_threads(before)
 
 
 CASES = [("lenet300", 1, 28, 0.1), ("lenet5", 1, 28, 0.2), ("alexnet", 3, 64, None), ("vgg16", 3, 32, None),
@@ -157,8 +222,9 @@ def test_sparse_model_matches_dense_load(files, name, break_even, grouped, monke
         monkeypatch.setattr(SparseLayer, "dense", lambda self: pytest.fail("dense weight materialised"))
     model = sparse.load_sparse(path, break_even=break_even)
     assert not any(p.requires_grad for p in model.parameters()) and not model.training
-    if grouped:
-        assert {m.group for m in model.modules() if isinstance(m, sparse._SparseBase)} == {4}
+    if grouped:  # convolutions keep one index per survivor (the direct kernel's layout)
+        assert {m.group for m in model.modules() if isinstance(m, sparse.SparseLinear)} == {4}
+        assert {m.group for m in model.modules() if isinstance(m, sparse.SparseConv2d)} <= {1}
     if break_even:
         assert set(model.sparse_plan.values()) == {"sparse"}
         assert not any(isinstance(m, (nn.Linear, nn.Conv2d)) for m in model.modules())
@@ -275,3 +341,19 @@ def test_the_benchmark_times_onnxruntime_on_the_dense_export_and_can_load_the_ma
     with sparse_measure.busy_processes(1, limit_s=30) as procs:
         assert procs[0].poll() is None  # spinning
     assert procs[0].poll() is not None  # stopped when the block ends
+
+
+@pytest.mark.parametrize("kernel_size, stride, padding, dilation, ceil_mode",
+                         [(3, 2, 1, 1, False), (2, 2, 0, 1, False), (3, 2, 0, 1, True), (3, 1, 1, 2, False)])
+@pytest.mark.parametrize("batch", [0, 1, 3])
+def test_the_channels_last_max_pool_equals_torchs_to_the_bit(kernel_size, stride, padding, dilation, ceil_mode, batch):
+    from helpers.runtime.pooling import ChannelsLastMaxPool2d, replace_max_pools
+
+    pool = nn.MaxPool2d(kernel_size, stride, padding, dilation, ceil_mode=ceil_mode)
+    x = torch.randn(batch, 5, 13, 11, generator=torch.Generator().manual_seed(batch))
+    fast = ChannelsLastMaxPool2d.from_module(pool)
+    out = fast(x)
+    assert torch.equal(out, pool(x)) and out.is_contiguous()
+    net = nn.Sequential(nn.Conv2d(5, 5, 1), pool, nn.MaxPool2d(2, return_indices=True))
+    assert replace_max_pools(net) == ["1"] and isinstance(net[1], ChannelsLastMaxPool2d)
+    assert type(net[2]) is nn.MaxPool2d, "a pool returning indices is left as it is"

@@ -42,9 +42,10 @@ from torch import nn
 
 from ..coding import fileformat
 from .. import models
+from .pooling import replace_max_pools
 
 # density below which a layer runs sparse, by kind (see the module docstring for how measured)
-BREAK_EVEN = {"linear": 0.5, "conv": 0.06}
+BREAK_EVEN = {"linear": 0.5, "conv": 0.06, "conv1x1": 0.06}
 KERNELS = ("auto", "shared", "csr")
 
 
@@ -233,26 +234,57 @@ class SparseLinear(_SparseBase):
 
 
 class SparseConv2d(_SparseBase):
-    """Inference-only ``nn.Conv2d`` (groups=1, zero padding): im2col x sparse weight."""
+    """Inference-only ``nn.Conv2d`` (zero padding, any stride, dilation and groups) with a sparse weight.
+
+    With the shared-weight kernel: a direct sparse convolution over the zero-padded input
+    (``helpers.runtime.conv_kernels``). With scipy's CSR (no numba): im2col (``F.unfold``) x sparse
+    weight, groups=1 only."""
 
     def __init__(self, conv: nn.Conv2d, matrix: SharedCSR, kernel: str):
         super().__init__(matrix, conv.bias, kernel)
+        self.in_channels, self.groups = conv.in_channels, conv.groups
         self.kernel_size, self.stride, self.padding, self.dilation = (conv.kernel_size, conv.stride,
                                                                       conv.padding, conv.dilation)
+        if matrix.group != 1:
+            raise ValueError(f"a convolution's weight must be in the ungrouped layout (group 1), got group {matrix.group}")
+        if kernel == "csr" and conv.groups != 1:
+            raise ValueError("the scipy CSR path takes groups=1 only; install numba for grouped convolutions")
+        self._csr = (matrix.rowptr, matrix.cols, matrix.idx, matrix.codebook) if kernel == "shared" else None
+        self._offsets = {}  # polyphase plane size -> column offsets into it (a few KB each)
 
     def forward(self, x):
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"input of shape {tuple(x.shape)}: the layer takes (N, {self.in_channels}, H, W)")
         n, _, h, w = x.shape
         oh, ow = (_out_size(s, k, st, p, d) for s, k, st, p, d in
                   zip((h, w), self.kernel_size, self.stride, self.padding, self.dilation))
+        if oh < 1 or ow < 1:
+            raise ValueError(f"input of {h}x{w} is smaller than the layer's kernel {self.kernel_size}")
+        y = self._direct(x, oh, ow) if self._csr is not None else self._unfolded(x, n, oh, ow)
+        return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
+
+    def _direct(self, x, oh, ow):
+        from .conv_kernels import column_offsets, direct_conv
+
+        ph, pw = self.padding
+        x = x.detach().to("cpu", torch.float32)
+        padded = (F.pad(x, (pw, pw, ph, ph)) if ph or pw else x).contiguous()
+        plane = tuple(-(-size // step) for size, step in zip(padded.shape[-2:], self.stride))  # polyphase planes
+        if plane not in self._offsets:
+            self._offsets = {plane: column_offsets(self.in_channels // self.groups, self.kernel_size, self.dilation,
+                                                   self.stride, plane), **dict(list(self._offsets.items())[:3])}
+        return torch.from_numpy(direct_conv(*self._csr, padded.numpy(), (oh, ow), self.kernel_size, self.stride,
+                                            self.dilation, self.groups, self._offsets[plane]))
+
+    def _unfolded(self, x, n, oh, ow):
         cols = F.unfold(x, self.kernel_size, self.dilation, self.padding, self.stride)  # (n, C*k*k, L)
         cols = cols[0] if n == 1 else cols.transpose(0, 1).reshape(cols.shape[1], n * cols.shape[2])
         y = self._product(cols.contiguous()).view(self.out_features, n, oh * ow).transpose(0, 1)
-        y = y.reshape(n, self.out_features, oh, ow)
-        return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
+        return y.reshape(n, self.out_features, oh, ow)
 
     def extra_repr(self):
-        return (f"{self.in_features}, {self.out_features}, kernel_size={self.kernel_size}, "
-                f"stride={self.stride}, density={self.density:.3f}, kernel={self.kernel}, group={self.group}")
+        return (f"{self.in_channels}, {self.out_features}, kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"groups={self.groups}, density={self.density:.3f}, kernel={self.kernel}")
 
 
 def _out_size(size, k, stride, pad, dil):
@@ -263,16 +295,22 @@ def layer_kind(module: nn.Module) -> str | None:
     """'linear', 'conv' (a Conv2d the sparse path supports) or None (keep dense)."""
     if isinstance(module, nn.Linear):
         return "linear"
-    if isinstance(module, nn.Conv2d) and module.groups == 1 and module.padding_mode == "zeros" \
-            and not isinstance(module.padding, str):
-        return "conv"
+    if isinstance(module, nn.Conv2d) and type(module).forward is nn.Conv2d.forward \
+            and module.padding_mode == "zeros" and not isinstance(module.padding, str) \
+            and not (module.groups > 1 and module.groups == module.in_channels):  # depthwise: dense
+        return "conv1x1" if module.kernel_size == (1, 1) else "conv"
     return None
 
 
-def choose_layout(module: nn.Module, density: float, break_even: dict | None = None) -> str:
-    """'sparse' when the layer's kind runs sparse and its density is under that kind's break-even."""
+def choose_layout(module: nn.Module, density: float, break_even: dict | None = None, kernel: str = "shared") -> str:
+    """'sparse' when the layer's kind runs sparse and its density is under that kind's break-even
+    (grouped convolutions only with the shared-weight kernel)."""
     kind = layer_kind(module)
-    limits = BREAK_EVEN if break_even is None else {**BREAK_EVEN, **break_even}
+    if kind is not None and kind.startswith("conv") and module.groups != 1 and kernel != "shared":
+        return "dense"
+    given = break_even or {}
+    # an override for "conv" holds for 1x1 convolutions too, unless they have their own
+    limits = {**BREAK_EVEN, **({"conv1x1": given["conv"]} if "conv" in given else {}), **given}
     return "sparse" if kind is not None and density < limits[kind] else "dense"
 
 
@@ -306,7 +344,7 @@ def load_sparse(path, map_location="cpu", *, model=None, kernel: str = "auto", b
     with open(path, "rb") as f:
         parsed, net = fileformat.open_for_model(f.read(), model)
     found = models.compressible_layers(net)
-    plan = {name: choose_layout(found[name], s.positions.size / max(math.prod(s.shape), 1), break_even)
+    plan = {name: choose_layout(found[name], s.positions.size / max(math.prod(s.shape), 1), break_even, kernel)
             for name, s in parsed.layers.items()}
     values = dict(parsed.tensors)
     values.update({f"{n}.weight": parsed.layers[n].dense() for n, how in plan.items() if how == "dense"})
@@ -314,11 +352,13 @@ def load_sparse(path, map_location="cpu", *, model=None, kernel: str = "auto", b
     assert not unexpected and set(missing) == {f"{n}.weight" for n, how in plan.items() if how == "sparse"}
     for name, how in plan.items():
         if how == "sparse":
-            matrix = SharedCSR.from_layer(parsed.layers.pop(name), group=1 if kernel == "csr" else None)
-            old = found[name]
+            old = found[name]  # convolutions: one codebook index per survivor (the direct kernel's layout)
+            grouping = None if kernel == "shared" and isinstance(old, nn.Linear) else 1
+            matrix = SharedCSR.from_layer(parsed.layers.pop(name), group=grouping)
             new = SparseLinear(matrix, old.bias, kernel) if isinstance(old, nn.Linear) else \
                 SparseConv2d(old, matrix, kernel)
             net.set_submodule(name, new)
+    replace_max_pools(net)  # torch's NCHW max-pool is slow on CPU (helpers.runtime.pooling)
     net.metadata, net.sparse_plan = parsed.header["metadata"], plan
     del parsed, values
     if any(t.is_meta for t in [*net.parameters(), *net.buffers()]):

@@ -140,6 +140,43 @@ def _grouped_matmul(rowptr, cols, idx, codebook, x, y):
 # NUMBA_THREADING_LAYER=workqueue.
 
 
+@numba.njit(parallel=True, cache=True)
+def _touch(a):
+    for i in numba.prange(a.size):
+        a[i] = np.float32(0.0)
+
+
+_pool_started = False
+
+
+def _start_pool() -> None:
+    """Start numba's thread pool once, keeping torch's thread count as it was.
+
+    numba's OpenMP layer and torch share one libgomp (the same soname), and the pool's first launch
+    sets OpenMP's thread count for the whole process to ``NUMBA_NUM_THREADS``: torch's ops then ran
+    on every core whatever ``torch.set_num_threads`` said. Measured (throwaway script, 2-core
+    machine with both cores taken by a training job): dense ResNet-18 at 224 px, batch 1, on
+    ``torch.set_num_threads(1)`` took 47 ms before any numba launch and 934 ms after one
+    (``torch.get_num_threads()`` had become 2; each op then waited for its second thread)."""
+    global _pool_started
+    if not _pool_started:
+        torch_threads = torch.get_num_threads()
+        _touch(np.zeros(1, np.float32))
+        _pool_started = True
+        if torch.get_num_threads() != torch_threads:
+            torch.set_num_threads(torch_threads)
+
+
+def match_torch_threads() -> None:
+    """Run the kernels on as many threads as torch's ops use (``torch.set_num_threads``), never more
+    than numba's pool holds (``NUMBA_NUM_THREADS``, the cores by default), and leave torch's count
+    as it was (``_start_pool``)."""
+    _start_pool()
+    wanted = min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)
+    if numba.get_num_threads() != wanted:
+        numba.set_num_threads(wanted)
+
+
 def shared_matmul(rowptr, cols, idx, codebook, x: np.ndarray, group: int = 1) -> np.ndarray:
     """``W @ x`` for the shared-weight CSR ``W`` (out, in) and ``x`` float32 (in,) or (in, n);
     ``group``: column slots per codebook index (``helpers.runtime.sparse.SharedCSR``: 1 or 4).
@@ -147,8 +184,7 @@ def shared_matmul(rowptr, cols, idx, codebook, x: np.ndarray, group: int = 1) ->
     The kernels do no bounds checks: the caller (``helpers.runtime.sparse``) checks ``x``'s length."""
     if group not in (1, 4):
         raise ValueError(f"group={group!r}: the kernels take 1 or 4")
-    if numba.get_num_threads() != torch.get_num_threads():
-        numba.set_num_threads(min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    match_torch_threads()
     rows = rowptr.size - 1
     if group == 4 or (x.ndim == 2 and not _aligned(x)):
         padded = _aligned_empty((x.shape[0] + (group == 4), *x.shape[1:]))

@@ -1,0 +1,111 @@
+"""Direct sparse convolution straight from the shared-weight form: no patch matrix, no dense weight.
+
+A pruned convolution's survivors are kept per output channel as ``SharedCSR`` rows
+(``helpers.runtime.sparse``): a uint16 column ``c * kh * kw + i * kw + j`` and a uint8 codebook
+index each. For one output channel, each survivor adds ``w * x[c]`` shifted by ``(i, j)`` (and
+strided) to the output plane: an axpy over the output positions whose input row is contiguous at
+stride 1. This is the direct sparse convolution of Park et al. (ICLR 2017) and, for 1x1
+convolutions, XNNPACK's sparse x dense product over the spatial positions (NCHW: each survivor
+multiplies one contiguous row of H*W inputs). The input is zero-padded once per call, so the inner
+loop has no bounds checks; a survivor's column becomes an offset into the padded input through a
+table of ``C/groups * kh * kw`` entries built per input size (``column_offsets``), so the kernel
+never divides.
+
+Why not im2col x sparse (the previous path, kept for reference in the git history): ``F.unfold``
+builds a (C*kh*kw) x (oh*ow) matrix (ResNet-18's layer1 at 224 px: 576 x 3136 floats, 7 MB per
+call) and the kernel then gathers from it; the direct form reads the input in place.
+
+Why numba: as in ``helpers.runtime.sparse_kernels`` (codebook-indexed survivors, no maintained
+library takes them; compiled at run time from PyPI wheels, cached in ``__pycache__``).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from .sparse_kernels import match_torch_threads
+
+
+# One task per (image, output channel): its output plane (at most 112 x 115 floats, 52 KB, for
+# ResNet's first layer at 224 px) stays in cache while every survivor of that channel adds to it.
+# Stride 1 everywhere (strided convolutions read polyphase planes, see ``direct_conv``), and the
+# plane is computed at the input's row width ``row``: a survivor's whole window is then one
+# contiguous run of ``span`` inputs, one loop that vectorizes (the ``row - ow`` columns past each
+# output row are computed and dropped). Four survivors per step: one load and store of the output
+# per four multiply-adds. Unsigned offsets for the reason given in sparse_kernels.
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _direct_conv(rowptr, cols, idx, codebook, offsets, x, y, out_channels, out_per_group, group_step,
+                 image_step, span):
+    plane = y.shape[1]
+    for task in numba.prange(y.shape[0]):
+        image, oc = task // out_channels, task % out_channels
+        base = np.uint64(image * image_step + (oc // out_per_group) * group_step)
+        out = y[task]
+        for p in range(plane):
+            out[p] = np.float32(0.0)
+        j, end = np.uint64(rowptr[oc]), np.uint64(rowptr[oc + 1])
+        while j + np.uint64(4) <= end:
+            w0, w1 = codebook[idx[j]], codebook[idx[j + np.uint64(1)]]
+            w2, w3 = codebook[idx[j + np.uint64(2)]], codebook[idx[j + np.uint64(3)]]
+            s0, s1 = base + np.uint64(offsets[cols[j]]), base + np.uint64(offsets[cols[j + np.uint64(1)]])
+            s2, s3 = base + np.uint64(offsets[cols[j + np.uint64(2)]]), base + np.uint64(offsets[cols[j + np.uint64(3)]])
+            for t in range(span):
+                u = np.uint64(t)
+                out[u] += (w0 * x[s0 + u] + w1 * x[s1 + u]) + (w2 * x[s2 + u] + w3 * x[s3 + u])
+            j += np.uint64(4)
+        while j < end:
+            w, s0 = codebook[idx[j]], base + np.uint64(offsets[cols[j]])
+            for t in range(span):
+                out[np.uint64(t)] += w * x[s0 + np.uint64(t)]
+            j += np.uint64(1)
+
+
+def column_offsets(in_per_group: int, kernel_size, dilation, stride, plane_hw) -> np.ndarray:
+    """Offset of each weight column ``c * kh * kw + i * kw + j`` in one image's polyphase input
+    (C, sh * sw phases, Hq, Wq): tap (i, j) reads phase ``(i*dh % sh, j*dw % sw)`` shifted by
+    ``(i*dh // sh, j*dw // sw)``."""
+    (kh, kw), (dh, dw), (sh, sw), (hq, wq) = kernel_size, dilation, stride, plane_hw
+    c, i, j = np.meshgrid(np.arange(in_per_group), np.arange(kh), np.arange(kw), indexing="ij")
+    phase = (i * dh % sh) * sw + (j * dw % sw)
+    offsets = ((c * sh * sw + phase) * hq + i * dh // sh) * wq + j * dw // sw
+    return offsets.reshape(-1).astype(np.int64)
+
+
+def polyphase(padded: np.ndarray, stride) -> np.ndarray:
+    """(n, C, Hp, Wp) -> (n, C * sh * sw, Hq, Wq): phase (a, b) holds ``padded[..., a::sh, b::sw]``
+    (zero-filled to a common size), so a stride-(sh, sw) convolution reads each phase at stride 1."""
+    sh, sw = stride
+    if sh == sw == 1:
+        return np.ascontiguousarray(padded, dtype=np.float32)
+    n, channels, hp, wp = padded.shape
+    hq, wq = -(-hp // sh), -(-wp // sw)
+    out = np.zeros((n, channels, sh, sw, hq, wq), dtype=np.float32)
+    for a in range(sh):
+        for b in range(sw):
+            phase = padded[:, :, a::sh, b::sw]
+            out[:, :, a, b, :phase.shape[2], :phase.shape[3]] = phase
+    return out.reshape(n, channels * sh * sw, hq, wq)
+
+
+def direct_conv(rowptr, cols, idx, codebook, padded: np.ndarray, out_hw, kernel_size, stride, dilation,
+                groups: int, offsets: np.ndarray | None = None) -> np.ndarray:
+    """Convolution of ``padded`` (n, C, Hp, Wp) float32, already zero-padded, with the shared-weight
+    CSR weight (out, C/groups * kh * kw): (n, out, oh, ow) float32. ``offsets``: the
+    ``column_offsets`` for this input size, when the caller keeps them. No bounds checks in the
+    kernel: ``helpers.runtime.sparse.SparseConv2d`` checks the shapes, ``SharedCSR`` the survivors."""
+    match_torch_threads()
+    n, channels = padded.shape[:2]
+    out_channels, (oh, ow) = rowptr.size - 1, out_hw
+    if n * out_channels * oh * ow == 0:
+        return np.zeros((n, out_channels, oh, ow), dtype=np.float32)
+    planes = polyphase(padded, stride)
+    hq, wq = planes.shape[2:]
+    in_per_group = channels // groups
+    if offsets is None:
+        offsets = column_offsets(in_per_group, kernel_size, dilation, stride, (hq, wq))
+    y = np.empty((n * out_channels, oh * wq), dtype=np.float32)
+    _direct_conv(rowptr, cols, idx, codebook, offsets, planes.reshape(-1), y, out_channels, out_channels // groups,
+                 in_per_group * planes.shape[1] // channels * hq * wq, planes[0].size, (oh - 1) * wq + ow)
+    y = y.reshape(n, out_channels, oh, wq)
+    return y if wq == ow else np.ascontiguousarray(y[..., :ow])
