@@ -47,7 +47,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from helpers.runtime import sparse_measure  # noqa: E402
 
-CASES = {"alexnet-64": ("alexnet", 64), "alexnet-224": ("alexnet", 224), "vgg16-32": ("vgg16", 32)}
+# name -> (registry model, input size, density of every prunable layer; None: the paper's per layer)
+CASES = {"alexnet-64": ("alexnet", 64, None), "alexnet-224": ("alexnet", 224, None), "vgg16-32": ("vgg16", 32, None),
+         "resnet18-224": ("resnet18", 224, 0.1), "mobilenet_v3_small-224": ("mobilenet_v3_small", 224, 0.3)}
 
 
 def run_cases(names, rounds, folder, files=(), ort=False):
@@ -55,15 +57,17 @@ def run_cases(names, rounds, folder, files=(), ort=False):
     results = []
     for key in [*names, *files]:
         if key in CASES:
-            name, size = CASES[key]
+            name, size, density = CASES[key]
             path = os.path.join(folder, f"{key}.dcz")
             t0 = time.perf_counter()
-            sparse_measure.random_compressed_file(path, name, size)
+            sparse_measure.random_compressed_file(path, name, size, density)
             print(f"{key}: file {os.path.getsize(path) / 1e6:.2f} MB in {time.perf_counter() - t0:.0f} s", flush=True)
         else:
             path = key
             print(f"{path}: {os.path.getsize(path) / 1e6:.2f} MB", flush=True)
         for row in sparse_measure.compare(path, batches=(1, 32), rounds=rounds, ort=ort):
+            if key in CASES and CASES[key][2] is not None:
+                row["density"] = CASES[key][2]
             results.append(row)
             onnx = f"  onnxruntime {row['ort_ms']:8.2f}" if row.get("ort_ms") is not None else ""
             print(f"  {row['part']:>3} batch {row['batch']:>2}: dense {row['dense_ms']:8.2f}  int8 "

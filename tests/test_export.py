@@ -166,3 +166,30 @@ def test_alexnet_at_the_cpu_profiles_64_px_exports_to_onnx(tmp_path):
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     x = torch.randn(2, 3, 64, 64)
     np.testing.assert_allclose(session.run(None, {"input": x.numpy()})[0], dense_outputs(path, x), rtol=1e-4, atol=1e-4)
+
+
+def _export_cases():
+    """(model, image size, input channels) of the paper's networks at every profile's photo size (the
+    ``paper`` profile's digits at 28 px, one channel), and ResNet-18 and MobileNetV3-small at 224 px."""
+    from helpers.pipeline import config
+
+    cases = set()
+    for profile in ("ci", "cpu", "paper"):
+        for name in ("lenet300", "lenet5", "alexnet", "vgg16"):
+            size = config.for_model_value(config.get_profile(profile).image_size, name)
+            cases.add((name, size, 3))
+    cases |= {("lenet300", 28, 1), ("lenet5", 28, 1), ("resnet18", 224, 3), ("mobilenet_v3_small", 224, 3)}
+    return sorted(cases)
+
+
+@pytest.mark.parametrize("name, size, channels", _export_cases())
+def test_every_network_exports_to_onnx_at_every_profiles_size(name, size, channels, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    path = tmp_path / f"{name}.dcz"
+    sparse_measure.random_compressed_file(path, name, size, 0.05, in_channels=channels, seed=2)
+    out = export.export(path, "onnx", tmp_path / f"{name}.onnx")
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    x = torch.randn(2, channels, size, size, generator=torch.Generator().manual_seed(0))
+    expected = dense_outputs(path, x)
+    np.testing.assert_allclose(session.run(None, {"input": x.numpy()})[0], expected, rtol=1e-4,
+                               atol=1e-4 * max(1.0, float(np.abs(expected).max())))

@@ -14,15 +14,16 @@ materialised, not even while loading.
 
 Which layers run sparse is decided per layer from its density and the measured cost of each form
 (``BREAK_EVEN``): a layer runs sparse when its density is below the break-even density of its
-kind. Measured on the idle 2-core Zen 5 development machine (best of 10 rounds, ``python
-benchmarks/bench_runtime.py --calibrate``, commit 2c1c12c's kernels): AlexNet's fc6 is faster
-sparse at every density tried up to 80 % at batch 1 (dense fp32 is memory-bound at 4 bytes a
-weight; 0.68 vs 5.5 ms at 10 %, 3.9 vs 5.2 ms at 80 %) and up to 66 % at batch 32 (3.1 vs 18.7 ms
-at 10 %), so Linear layers run sparse below 50 %. Its conv3 at 224 px (dense through oneDNN, high
-arithmetic intensity; sparse as im2col x sparse) broke even between 3 % and 11 % at batch 1 in three
-runs, and was slower sparse at every density at batch 32 (36.6 vs 21.2 ms at 2 %), so convolutions
-run sparse only below 6 %. AlexNet at the paper's densities thus runs its fc layers (9 %, 9 %,
-25 %) sparse and its convolutions (35-84 %) dense.
+kind. Linear layers, measured on the idle 2-core Zen 5 development machine (best of 10 rounds,
+``python benchmarks/bench_runtime.py --calibrate``, commit 2c1c12c's kernels): AlexNet's fc6 is
+faster sparse at every density tried up to 80 % at batch 1 (dense fp32 is memory-bound at 4 bytes
+a weight; 0.68 vs 5.5 ms at 10 %, 3.9 vs 5.2 ms at 80 %) and up to 66 % at batch 32 (3.1 vs 18.7 ms
+at 10 %), so Linear layers run sparse below 50 %. Convolutions run through the direct kernel
+(``helpers.runtime.conv_kernels``); ``--calibrate --threads 1`` (commit 720fab4's kernels, one thread,
+the other core taken by a training job) put the crossing of a 3x3 128 -> 128 convolution on 28 x 28
+(ResNet-18's layer2 at 224 px) at 41 % at batch 1 and 32 (0.64 vs 2.1 ms at 10 %), and of a 1x1
+112 -> 672 on 14 x 14 at 33 % and 35 % (0.14 vs 0.32 ms at 10 %): 40 % and 33 %. Depthwise
+convolutions stay dense (one input channel per output: nothing for a sparse product to share).
 
 Without numba the sparse layers use scipy's fp32 CSR (8 bytes per survivor), with one warning.
 The runtime is CPU-only: ``map_location`` other than cpu gives the plain dense load (no sparse
@@ -45,7 +46,7 @@ from .. import models
 from .pooling import replace_max_pools
 
 # density below which a layer runs sparse, by kind (see the module docstring for how measured)
-BREAK_EVEN = {"linear": 0.5, "conv": 0.06, "conv1x1": 0.06}
+BREAK_EVEN = {"linear": 0.5, "conv": 0.4, "conv1x1": 0.33}
 KERNELS = ("auto", "shared", "csr")
 
 

@@ -251,26 +251,37 @@ def _random_layer(shape, density, bits, rng) -> fileformat.SparseLayer:
                                   positions, rng.integers(0, 2 ** bits, positions.size))
 
 
-def calibrate(densities=(0.02, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8), rounds: int = 10, seed: int = 0,
-              batches=(1, 32)) -> dict:
-    """Best-of-``rounds`` ms of dense vs sparse at each density for AlexNet's fc6 and its conv3 at
-    224 px (13 x 13 input), at each batch size, and the density where they cross (None: no crossing
+# the layers whose crossing sets ``helpers.runtime.sparse.BREAK_EVEN``: (layer, input per image, bits)
+CALIBRATION_LAYERS = {
+    "linear": (lambda: nn.Linear(9216, 4096), (9216,), 5),                        # AlexNet's fc6
+    "conv": (lambda: nn.Conv2d(128, 128, 3, padding=1), (128, 28, 28), 8),        # ResNet-18's layer2 at 224 px
+    "conv1x1": (lambda: nn.Conv2d(112, 672, 1), (112, 14, 14), 8),                # an expansion of EfficientNet-Lite0
+}
+
+
+def calibrate(densities=(0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8), rounds: int = 10, seed: int = 0,
+              batches=(1, 32), kinds=tuple(CALIBRATION_LAYERS)) -> dict:
+    """Best-of-``rounds`` ms of dense vs sparse at each density for each kind's layer in
+    ``CALIBRATION_LAYERS``, at each batch size, and the density where they cross (None: no crossing
     in ``densities``). Keys ``linear_b1``, ``conv_b32``, ...: ``helpers.runtime.sparse.BREAK_EVEN``."""
     from .sparse import SharedCSR, SparseConv2d, SparseLinear, resolve_kernel
 
     rng, kernel, out = np.random.default_rng(seed), resolve_kernel("auto"), {}
-    layers = {"linear": nn.Linear(9216, 4096), "conv": nn.Conv2d(192, 384, 3, padding=1)}
-    for kind, dense in layers.items():
-        dense.eval().requires_grad_(False)
+    for kind in kinds:
+        make, shape, bits = CALIBRATION_LAYERS[kind]
+        dense = make().eval().requires_grad_(False)
         for batch in batches:
-            x = torch.randn(batch, 9216) if kind == "linear" else torch.randn(batch, 192, 13, 13)
+            x = torch.randn(batch, *shape)
             rows = []
             for density in densities:
-                layer = _random_layer(dense.weight.shape, density, 5 if kind == "linear" else 8, rng)
+                layer = _random_layer(dense.weight.shape, density, bits, rng)
                 dense.weight.data = layer.dense()
-                matrix = SharedCSR.from_layer(layer)
-                sparse = SparseLinear(matrix, dense.bias, kernel) if kind == "linear" else \
-                    SparseConv2d(dense, matrix, kernel)
+                if kind == "linear":
+                    matrix = SharedCSR.from_layer(layer)
+                    sparse = SparseLinear(matrix, dense.bias, kernel)
+                else:
+                    matrix = SharedCSR.from_layer(layer, group=1)
+                    sparse = SparseConv2d(dense, matrix, kernel)
                 ms = latencies_ms({"dense": dense, "sparse": sparse}, x, "all", rounds)
                 rows.append({"density": density, "dense_ms": ms["dense"][1], "sparse_ms": ms["sparse"][1],
                              "group": matrix.group})
