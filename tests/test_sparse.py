@@ -357,3 +357,23 @@ def test_the_channels_last_max_pool_equals_torchs_to_the_bit(kernel_size, stride
     net = nn.Sequential(nn.Conv2d(5, 5, 1), pool, nn.MaxPool2d(2, return_indices=True))
     assert replace_max_pools(net) == ["1"] and isinstance(net[1], ChannelsLastMaxPool2d)
     assert type(net[2]) is nn.MaxPool2d, "a pool returning indices is left as it is"
+
+
+def test_the_first_kernel_launch_leaves_torchs_thread_count_as_it_was():
+    """numba's pool and torch share one libgomp; starting the pool used to set every OpenMP op of
+    the process to NUMBA_NUM_THREADS threads (dense ResNet-18 on a busy machine: 47 -> 934 ms)."""
+    import subprocess
+
+    script = (
+        "import torch, numpy as np\n"
+        "torch.set_num_threads(1)\n"
+        "torch.nn.functional.conv2d(torch.ones(1, 8, 32, 32), torch.ones(8, 8, 3, 3))  # torch's pool in use\n"
+        "from helpers.runtime.sparse_kernels import shared_matmul\n"
+        "shared_matmul(np.array([0, 1], np.int32), np.zeros(1, np.uint16), np.zeros(1, np.uint8),\n"
+        "              np.ones(1, np.float32), np.ones(1, np.float32))\n"
+        "import numba\n"
+        "print(torch.get_num_threads(), numba.get_num_threads())\n")
+    env = {**__import__("os").environ, "NUMBA_NUM_THREADS": "2"}
+    env.pop("NUMBA_THREADING_LAYER", None)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.split() == ["1", "1"], out.stdout + out.stderr

@@ -28,6 +28,8 @@ it only when the shared-weight kernel is used, and falls back to scipy's fp32 CS
 
 from __future__ import annotations
 
+import os
+
 import numba
 import numpy as np
 import torch
@@ -131,13 +133,11 @@ def _grouped_matmul(rowptr, cols, idx, codebook, x, y):
                 y[r, b] += w * ((x[c0, b] + x[c1, b]) + (x[c2, b] + x[c3, b]))
 
 
-# numba's threading layer is left to numba ("default": tbb if installed, else OpenMP, else its
-# 'workqueue'), or to $NUMBA_THREADING_LAYER. Measured on an idle 2-core Zen 5 (``python
+# numba's threading layer: OpenMP, the pool torch's own ops run on (both load the one libgomp), unless
+# $NUMBA_THREADING_LAYER says otherwise (``_start_pool``). Measured on an idle 2-core Zen 5 (``python
 # benchmarks/bench_runtime.py --only alexnet-64``, commit 15671da), AlexNet's fc layers at batch 1 /
 # 32: OpenMP 1.72 / 8.8 ms, 'workqueue' 3.39 / 16.3 ms (no faster than one thread: its sleeping
-# worker rarely got the second core from torch's spinning OpenMP threads). On 2 cores loaded by other
-# jobs an earlier machine showed the reverse (48 ms OpenMP, 28 ms 'workqueue'): there, set
-# NUMBA_THREADING_LAYER=workqueue.
+# worker rarely got the second core from torch's spinning OpenMP threads).
 
 
 @numba.njit(parallel=True, cache=True)
@@ -161,7 +161,15 @@ def _start_pool() -> None:
     global _pool_started
     if not _pool_started:
         torch_threads = torch.get_num_threads()
-        _touch(np.zeros(1, np.float32))
+        if "NUMBA_THREADING_LAYER" not in os.environ and "OpenMP" in torch.__config__.parallel_info():
+            # the pool torch's ops already use: one set of threads, none spinning while the other works
+            # (numba's default prefers TBB when installed, a second pool beside torch's)
+            numba.config.THREADING_LAYER = "omp"
+        try:
+            _touch(np.zeros(1, np.float32))
+        except ValueError:  # no OpenMP layer in this numba build: its default order
+            numba.config.THREADING_LAYER = "default"
+            _touch(np.zeros(1, np.float32))
         _pool_started = True
         if torch.get_num_threads() != torch_threads:
             torch.set_num_threads(torch_threads)
