@@ -12,7 +12,7 @@ from torch import nn
 
 import helpers
 from helpers.coding import fileformat
-from helpers.runtime import sparse, sparse_measure
+from helpers.runtime import shared_csr, sparse, sparse_measure
 from helpers.coding.fileformat import SparseLayer
 from helpers.runtime.sparse import SharedCSR
 
@@ -216,7 +216,7 @@ def files(tmp_path_factory):
 def test_sparse_model_matches_dense_load(files, name, break_even, grouped, monkeypatch):
     path, channels, size = files[name]
     if grouped:  # every layer with <= 256 centroids in the grouped layout, however much padding
-        monkeypatch.setattr(sparse, "MAX_PADDING", 1e9)
+        monkeypatch.setattr(shared_csr, "MAX_PADDING", 1e9)
     dense = fileformat.load_compressed(path, quantized=False).eval()
     if break_even:  # every layer sparse: no dense weight may be built
         monkeypatch.setattr(SparseLayer, "dense", lambda self: pytest.fail("dense weight materialised"))
