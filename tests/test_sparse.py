@@ -377,3 +377,33 @@ def test_the_first_kernel_launch_leaves_torchs_thread_count_as_it_was():
     env.pop("NUMBA_THREADING_LAYER", None)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.split() == ["1", "1"], out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("k", [64, 256])
+def test_an_indexed_convolution_equals_the_dense_one_and_keeps_a_byte_or_two_a_weight(k):
+    from helpers.runtime.indexed import IndexedConv2d
+
+    conv = nn.Conv2d(6, 8, 3, stride=2, padding=1, groups=2)
+    weight = layer(tuple(conv.weight.shape), 0.6, k=k, seed=4)
+    indexed = IndexedConv2d(conv, weight)
+    x = torch.randn(2, 6, 9, 9)
+    torch.testing.assert_close(indexed(x), F.conv2d(x, weight.dense(), conv.bias, 2, 1, 1, 2), rtol=0, atol=0)
+    assert indexed.indices.itemsize == (1 if k < 256 else 2), "a full 256-entry codebook needs a 257th: zero"
+    assert indexed.sparse_nbytes == indexed.indices.itemsize * conv.weight.numel() + 4 * (k + 1)
+
+
+def test_dense_convolutions_with_many_output_positions_load_indexed(tmp_path):
+    from helpers.runtime.indexed import IndexedConv2d
+
+    path = tmp_path / "lenet5.dcz"
+    sparse_measure.random_compressed_file(path, "lenet5", 32, 0.6, seed=2)  # above every break-even: dense
+    model = sparse.load_sparse(path)
+    plain = sparse.load_sparse(path, indexed=False)
+    # at 32 px LeNet-5's first convolution has 28 x 28 outputs (>= 256 positions), its second 10 x 10
+    assert model.sparse_plan == {**plain.sparse_plan, "features.0": "indexed"}
+    assert isinstance(model.get_submodule("features.0"), IndexedConv2d)
+    assert set(plain.sparse_plan.values()) == {"dense"}
+    assert sparse.weight_bytes(model) < sparse.weight_bytes(plain)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), plain(x), rtol=1e-5, atol=1e-5)

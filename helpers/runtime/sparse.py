@@ -42,6 +42,7 @@ from torch import nn
 
 from ..coding import fileformat
 from .. import models
+from .indexed import MIN_POSITIONS, IndexedConv2d, output_positions
 from .pooling import replace_max_pools
 from .shared_csr import GROUP, SharedCSR
 
@@ -193,14 +194,16 @@ def resolve_kernel(kernel: str) -> str:
     return "csr" if kernel == "csr" else "shared"
 
 
-def load_sparse(path, map_location="cpu", *, model=None, kernel: str = "auto", break_even: dict | None = None):
+def load_sparse(path, map_location="cpu", *, model=None, kernel: str = "auto", break_even: dict | None = None,
+                indexed: bool = True):
     """The compressed file at ``path`` as an inference-only module with sparse layers (see module doc).
 
     ``model``: a fresh instance of the architecture, for a file of your own class. ``kernel``:
     'shared' (numba, 3 bytes per survivor), 'csr' (scipy fp32) or 'auto' (shared when numba is
     installed). ``break_even``: override the per-kind densities (e.g. ``{"conv": 0.0}`` keeps every
-    convolution dense, ``{"linear": 1.1}`` makes every Linear sparse). ``model.sparse_plan`` says
-    which layers run sparse.
+    convolution dense, ``{"linear": 1.1}`` makes every Linear sparse). ``indexed``: convolutions that
+    stay dense keep their codebook indices where that costs little time (``helpers.runtime.indexed``).
+    ``model.sparse_plan`` says how each layer runs: 'sparse', 'indexed' or 'dense'.
     """
     if torch.device(map_location).type != "cpu":
         return fileformat.load_compressed(path, map_location, quantized=False, model=model)
@@ -210,12 +213,16 @@ def load_sparse(path, map_location="cpu", *, model=None, kernel: str = "auto", b
     found = models.compressible_layers(net)
     plan = {name: choose_layout(found[name], s.positions.size / max(math.prod(s.shape), 1), break_even, kernel)
             for name, s in parsed.layers.items()}
+    if indexed and kernel == "shared":
+        plan.update(_indexed_layers(net, parsed, found, plan))
     values = dict(parsed.tensors)
     values.update({f"{n}.weight": parsed.layers[n].dense() for n, how in plan.items() if how == "dense"})
     missing, unexpected = net.load_state_dict(values, assign=True, strict=False)
-    assert not unexpected and set(missing) == {f"{n}.weight" for n, how in plan.items() if how == "sparse"}
+    assert not unexpected and set(missing) == {f"{n}.weight" for n, how in plan.items() if how != "dense"}
     for name, how in plan.items():
-        if how == "sparse":
+        if how == "indexed":
+            net.set_submodule(name, IndexedConv2d(found[name], parsed.layers.pop(name)))
+        elif how == "sparse":
             old = found[name]  # convolutions: one codebook index per survivor (the direct kernel's layout)
             grouping = None if kernel == "shared" and isinstance(old, nn.Linear) else 1
             matrix = SharedCSR.from_layer(parsed.layers.pop(name), group=grouping)
@@ -228,6 +235,19 @@ def load_sparse(path, map_location="cpu", *, model=None, kernel: str = "auto", b
     if any(t.is_meta for t in [*net.parameters(), *net.buffers()]):
         raise fileformat.CompressedFileError("the file leaves some of the model's tensors unset")
     return net.eval().requires_grad_(False)
+
+
+def _indexed_layers(net, parsed, found, plan) -> dict:
+    """{name: 'indexed'} for the dense convolutions with at least ``MIN_POSITIONS`` output positions
+    at the file's image size (none when the file does not say its size)."""
+    args = parsed.header.get("create_args") or {}
+    size = parsed.header["metadata"].get("image_size") or args.get("image_size")
+    dense_convs = [n for n, how in plan.items() if how == "dense" and isinstance(found[n], nn.Conv2d)
+                   and type(found[n]).forward is nn.Conv2d.forward and found[n].padding_mode == "zeros"]
+    if not dense_convs or not isinstance(size, int) or not isinstance(args.get("in_channels"), int):
+        return {}
+    positions = output_positions(net, dense_convs, args["in_channels"], size)
+    return {n: "indexed" for n in dense_convs if positions.get(n, 0) >= MIN_POSITIONS}
 
 
 def warm_up() -> None:
@@ -252,4 +272,4 @@ def warm_up() -> None:
 def weight_bytes(module: nn.Module) -> int:
     """Resident bytes of a module's weights: parameters, buffers and sparse layers' survivors."""
     dense = sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
-    return dense + sum(m.sparse_nbytes for m in module.modules() if isinstance(m, _SparseBase))
+    return dense + sum(m.sparse_nbytes for m in module.modules() if isinstance(m, (_SparseBase, IndexedConv2d)))
