@@ -77,7 +77,7 @@ def run_cases(names, rounds, folder, files=(), ort=False):
         r = results[-1]
         print(f"  weights {r['dense_weight_bytes'] / 1e6:.1f} -> {r['sparse_weight_bytes'] / 1e6:.1f} MB; "
               f"load RSS {r['dense_load_rss'] / 1e6:.1f} -> {r['sparse_load_rss'] / 1e6:.1f} MB; "
-              f"sparse layers {r['sparse_layers']}", flush=True)
+              f"sparse layers {r['sparse_layers']}, indexed {r['indexed_layers']}", flush=True)
     return results
 
 

@@ -214,7 +214,8 @@ def compare(path, batches=(1,), parts=("all", "fc"), *, int8: bool = True, rss: 
             rows.append({"model": args["name"], "part": part, "image_size": args["image_size"], "batch": batch,
                          **{f"{k}_ms": ms[k][0] if k in ms else None for k in ("dense", "int8", "sparse", "ort")},
                          **memory, **{f"{k}_best_ms": ms[k][1] if k in ms else None for k in ("dense", "int8", "sparse")},
-                         "sparse_layers": sum(v == "sparse" for v in plan.values())})
+                         "sparse_layers": sum(v == "sparse" for v in plan.values()),
+                         "indexed_layers": sum(v == "indexed" for v in plan.values())})
     return rows
 
 
