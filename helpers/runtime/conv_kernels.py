@@ -79,47 +79,59 @@ def column_offsets(in_per_group: int, kernel_size, dilation, stride, plane_hw) -
     return offsets.reshape(-1).astype(np.int64)
 
 
-def polyphase(padded: np.ndarray, stride) -> np.ndarray:
-    """(n, C, Hp, Wp) -> (n, C * sh * sw, Hq, Wq): phase (a, b) holds ``padded[..., a::sh, b::sw]``
-    (zero-filled to a common size), so a stride-(sh, sw) convolution reads each phase at stride 1."""
-    sh, sw = stride
-    if sh == sw == 1:
-        return np.ascontiguousarray(padded, dtype=np.float32)
-    n, channels, hp, wp = padded.shape
-    hq, wq = -(-hp // sh), -(-wp // sw)
-    out = np.zeros((n, channels, sh, sw, hq, wq), dtype=np.float32)
+def plane_size(size_hw, padding, stride) -> tuple[int, int]:
+    """(Hq, Wq): the size of each polyphase plane of an input of ``size_hw`` once zero-padded."""
+    return tuple(-(-(size + 2 * pad) // step) for size, pad, step in zip(size_hw, padding, stride))
+
+
+def polyphase(x: np.ndarray, padding, stride) -> tuple[np.ndarray, tuple]:
+    """(flat buffer, its shape (n, C * sh * sw, Hq, Wq)) of ``x`` (n, C, H, W) zero-padded by
+    ``padding`` and split into phases: phase (a, b) of a channel holds ``padded[a::sh, b::sw]``,
+    so a stride-(sh, sw) convolution reads each phase at stride 1. One copy of the input; the
+    buffer ends with ``VECTOR`` zeros that the kernel's last whole vector may read."""
+    n, channels, h, w = x.shape
+    (ph, pw), (sh, sw) = padding, stride
+    hq, wq = plane_size((h, w), padding, stride)
+    flat = np.zeros(n * channels * sh * sw * hq * wq + VECTOR, dtype=np.float32)
+    planes = flat[:-VECTOR].reshape(n, channels, sh, sw, hq, wq)
     for a in range(sh):
+        first_row, row0 = _first_inside(a, ph, sh)  # first plane row inside the image, its image row
+        rows = len(range(row0, h, sh))
         for b in range(sw):
-            phase = padded[:, :, a::sh, b::sw]
-            out[:, :, a, b, :phase.shape[2], :phase.shape[3]] = phase
-    return out.reshape(n, channels * sh * sw, hq, wq)
+            first_col, col0 = _first_inside(b, pw, sw)
+            cols = len(range(col0, w, sw))
+            planes[:, :, a, b, first_row:first_row + rows, first_col:first_col + cols] = x[:, :, row0::sh, col0::sw]
+    return flat, (n, channels * sh * sw, hq, wq)
 
 
-def direct_conv(rowptr, cols, idx, codebook, padded: np.ndarray, out_hw, kernel_size, stride, dilation,
+def _first_inside(phase: int, pad: int, step: int) -> tuple[int, int]:
+    """(q, r): the first plane index q of a phase whose padded position q * step + phase is inside
+    the image, and that image position r = q * step + phase - pad."""
+    q = max(0, -(-(pad - phase) // step))
+    return q, q * step + phase - pad
+
+
+def direct_conv(rowptr, cols, idx, codebook, x: np.ndarray, padding, out_hw, kernel_size, stride, dilation,
                 groups: int, offsets: np.ndarray | None = None) -> np.ndarray:
-    """Convolution of ``padded`` (n, C, Hp, Wp) float32, already zero-padded, with the shared-weight
+    """Convolution of ``x`` (n, C, H, W) float32, zero-padded by ``padding``, with the shared-weight
     CSR weight (out, C/groups * kh * kw): (n, out, oh, ow) float32. ``offsets``: the
     ``column_offsets`` for this input size, when the caller keeps them. No bounds checks in the
     kernel: ``helpers.runtime.sparse.SparseConv2d`` checks the shapes, ``SharedCSR`` the survivors."""
     match_torch_threads()
-    n, channels = padded.shape[:2]
+    n, channels = x.shape[:2]
     out_channels, (oh, ow) = rowptr.size - 1, out_hw
     if n * out_channels * oh * ow == 0:
         return np.zeros((n, out_channels, oh, ow), dtype=np.float32)
-    planes = polyphase(padded, stride)
-    hq, wq = planes.shape[2:]
+    flat, (_, phases, hq, wq) = polyphase(x, padding, stride)
     in_per_group = channels // groups
     if offsets is None:
         offsets = column_offsets(in_per_group, kernel_size, dilation, stride, (hq, wq))
     # each survivor's run rounded up to whole 8-float vectors: no scalar remainder loop (a 2 x 2 plane at
     # 32 px VGG16's conv5 is a run of 6); the extra outputs land in columns that are dropped, and
-    # the extra inputs they read are the zeros appended to the input
-    span = (oh - 1) * wq + ow
-    span = -(-span // VECTOR) * VECTOR
-    flat = np.zeros(planes.size + VECTOR, dtype=np.float32)
-    flat[:planes.size] = planes.reshape(-1)
+    # the extra inputs they read are the zeros that end the buffer
+    span = -(-((oh - 1) * wq + ow) // VECTOR) * VECTOR
     y = np.empty((n * out_channels, max(oh * wq, span)), dtype=np.float32)
     _direct_conv(rowptr, cols, idx, codebook, offsets, flat, y, out_channels, out_channels // groups,
-                 in_per_group * planes.shape[1] // channels * hq * wq, planes[0].size, span)
+                 in_per_group * phases // channels * hq * wq, phases * hq * wq, span)
     y = y[:, :oh * wq].reshape(n, out_channels, oh, wq)
     return np.ascontiguousarray(y[..., :ow])

@@ -129,17 +129,15 @@ class SparseConv2d(_SparseBase):
         return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
 
     def _direct(self, x, oh, ow):
-        from .conv_kernels import column_offsets, direct_conv
+        from .conv_kernels import column_offsets, direct_conv, plane_size
 
-        ph, pw = self.padding
-        x = x.detach().to("cpu", torch.float32)
-        padded = (F.pad(x, (pw, pw, ph, ph)) if ph or pw else x).contiguous()
-        plane = tuple(-(-size // step) for size, step in zip(padded.shape[-2:], self.stride))  # polyphase planes
+        x = x.detach().to("cpu", torch.float32).contiguous()
+        plane = plane_size(x.shape[-2:], self.padding, self.stride)
         if plane not in self._offsets:
             self._offsets = {plane: column_offsets(self.in_channels // self.groups, self.kernel_size, self.dilation,
                                                    self.stride, plane), **dict(list(self._offsets.items())[:3])}
-        return torch.from_numpy(direct_conv(*self._csr, padded.numpy(), (oh, ow), self.kernel_size, self.stride,
-                                            self.dilation, self.groups, self._offsets[plane]))
+        return torch.from_numpy(direct_conv(*self._csr, x.numpy(), self.padding, (oh, ow), self.kernel_size,
+                                            self.stride, self.dilation, self.groups, self._offsets[plane]))
 
     def _unfolded(self, x, n, oh, ow):
         cols = F.unfold(x, self.kernel_size, self.dilation, self.padding, self.stride)  # (n, C*k*k, L)
@@ -266,7 +264,7 @@ def warm_up() -> None:
     for col_type in (np.uint16, np.int32):
         for idx_type in (np.uint8, np.uint16):
             args = np.array([0, 1], np.int32), np.zeros(1, col_type), np.zeros(1, idx_type), np.ones(1, np.float32)
-            direct_conv(*args, np.ones((1, 1, 2, 2), np.float32), (2, 2), (1, 1), (1, 1), (1, 1), 1)
+            direct_conv(*args, np.ones((1, 1, 2, 2), np.float32), (0, 0), (2, 2), (1, 1), (1, 1), (1, 1), 1)
 
 
 def weight_bytes(module: nn.Module) -> int:
