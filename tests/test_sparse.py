@@ -145,6 +145,10 @@ CONV_CASES = [  # (in, out, kernel, stride, padding, dilation, groups, input h x
     (6, 9, 3, 1, 1, 1, 3, (8, 8)),      # grouped
     (3, 5, 7, 2, 3, 1, 1, (20, 18)),    # a 7x7 stem
     (4, 2, 5, 1, 0, 1, 1, (5, 5)),      # output of 1x1
+    (16, 8, 3, 1, 1, 1, 1, (4, 4)),     # small planes (VGG16's conv4 at 32 px)
+    (16, 8, 3, 1, 1, 1, 1, (2, 3)),
+    (16, 8, 3, 2, 1, 2, 1, (7, 7)),     # 3 x 3 outputs, strided and dilated
+    (6, 9, 3, 1, 1, 1, 3, (3, 3)),      # grouped on a small plane
 ]
 
 
