@@ -21,6 +21,8 @@ library takes them; compiled at run time from PyPI wheels, cached in ``__pycache
 
 from __future__ import annotations
 
+import functools
+
 import numba
 import numpy as np
 
@@ -32,10 +34,10 @@ VECTOR = 8  # floats in one AVX2 register: the kernel's loops run in whole multi
 # One task per (image, output channel): its output plane (at most 112 x 115 floats, 52 KB, for
 # ResNet's first layer at 224 px) stays in cache while every survivor of that channel adds to it.
 # Stride 1 everywhere (strided convolutions read polyphase planes, see ``direct_conv``), and the
-# plane is computed at the input's row width ``row``: a survivor's whole window is then one
-# contiguous run of ``span`` inputs, one loop that vectorizes (the ``row - ow`` columns past each
-# output row are computed and dropped). Four survivors per step: one load and store of the output
-# per four multiply-adds. Unsigned offsets for the reason given in sparse_kernels.
+# plane is computed at the phase planes' row width Wq: a survivor's whole window is then one
+# contiguous run of ``span`` inputs, one loop that vectorizes (the ``Wq - ow`` columns past each
+# output row are computed and dropped). Eight survivors per step: one load and store of the output
+# per eight multiply-adds. Unsigned offsets for the reason given in sparse_kernels.
 @numba.njit(parallel=True, cache=True, nogil=True)
 def _direct_conv(rowptr, cols, idx, codebook, offsets, x, y, out_channels, out_per_group, group_step,
                  image_step, span):
@@ -68,10 +70,11 @@ def _direct_conv(rowptr, cols, idx, codebook, offsets, x, y, out_channels, out_p
             j += np.uint64(1)
 
 
+@functools.lru_cache(maxsize=128)  # one table per layer and input size, a few KB; read only by the kernel
 def column_offsets(in_per_group: int, kernel_size, dilation, stride, plane_hw) -> np.ndarray:
     """Offset of each weight column ``c * kh * kw + i * kw + j`` in one image's polyphase input
     (C, sh * sw phases, Hq, Wq): tap (i, j) reads phase ``(i*dh % sh, j*dw % sw)`` shifted by
-    ``(i*dh // sh, j*dw // sw)``."""
+    ``(i*dh // sh, j*dw // sw)``. Cached: the same layer on the same input size asks again each call."""
     (kh, kw), (dh, dw), (sh, sw), (hq, wq) = kernel_size, dilation, stride, plane_hw
     c, i, j = np.meshgrid(np.arange(in_per_group), np.arange(kh), np.arange(kw), indexing="ij")
     phase = (i * dh % sh) * sw + (j * dw % sw)
@@ -112,11 +115,10 @@ def _first_inside(phase: int, pad: int, step: int) -> tuple[int, int]:
 
 
 def direct_conv(rowptr, cols, idx, codebook, x: np.ndarray, padding, out_hw, kernel_size, stride, dilation,
-                groups: int, offsets: np.ndarray | None = None) -> np.ndarray:
+                groups: int) -> np.ndarray:
     """Convolution of ``x`` (n, C, H, W) float32, zero-padded by ``padding``, with the shared-weight
-    CSR weight (out, C/groups * kh * kw): (n, out, oh, ow) float32. ``offsets``: the
-    ``column_offsets`` for this input size, when the caller keeps them. No bounds checks in the
-    kernel: ``helpers.runtime.sparse.SparseConv2d`` checks the shapes, ``SharedCSR`` the survivors."""
+    CSR weight (out, C/groups * kh * kw): (n, out, oh, ow) float32. No bounds checks in the kernel:
+    ``helpers.runtime.sparse.SparseConv2d`` checks the shapes, ``SharedCSR`` the survivors."""
     match_torch_threads()
     n, channels = x.shape[:2]
     out_channels, (oh, ow) = rowptr.size - 1, out_hw
@@ -124,8 +126,7 @@ def direct_conv(rowptr, cols, idx, codebook, x: np.ndarray, padding, out_hw, ker
         return np.zeros((n, out_channels, oh, ow), dtype=np.float32)
     flat, (_, phases, hq, wq) = polyphase(x, padding, stride)
     in_per_group = channels // groups
-    if offsets is None:
-        offsets = column_offsets(in_per_group, kernel_size, dilation, stride, (hq, wq))
+    offsets = column_offsets(in_per_group, tuple(kernel_size), tuple(dilation), tuple(stride), (hq, wq))
     # each survivor's run rounded up to whole 8-float vectors: no scalar remainder loop (a 2 x 2 plane at
     # 32 px VGG16's conv5 is a run of 6); the extra outputs land in columns that are dropped, and
     # the extra inputs they read are the zeros that end the buffer

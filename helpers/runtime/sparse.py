@@ -115,7 +115,6 @@ class SparseConv2d(_SparseBase):
         if kernel == "csr" and conv.groups != 1:
             raise ValueError("the scipy CSR path takes groups=1 only; install numba for grouped convolutions")
         self._csr = (matrix.rowptr, matrix.cols, matrix.idx, matrix.codebook) if kernel == "shared" else None
-        self._offsets = {}  # polyphase plane size -> column offsets into it (a few KB each)
 
     def forward(self, x):
         if x.dim() != 4 or x.shape[1] != self.in_channels:
@@ -129,15 +128,11 @@ class SparseConv2d(_SparseBase):
         return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
 
     def _direct(self, x, oh, ow):
-        from .conv_kernels import column_offsets, direct_conv, plane_size
+        from .conv_kernels import direct_conv
 
         x = x.detach().to("cpu", torch.float32).contiguous()
-        plane = plane_size(x.shape[-2:], self.padding, self.stride)
-        if plane not in self._offsets:
-            self._offsets = {plane: column_offsets(self.in_channels // self.groups, self.kernel_size, self.dilation,
-                                                   self.stride, plane), **dict(list(self._offsets.items())[:3])}
         return torch.from_numpy(direct_conv(*self._csr, x.numpy(), self.padding, (oh, ow), self.kernel_size,
-                                            self.stride, self.dilation, self.groups, self._offsets[plane]))
+                                            self.stride, self.dilation, self.groups))
 
     def _unfolded(self, x, n, oh, ow):
         cols = F.unfold(x, self.kernel_size, self.dilation, self.padding, self.stride)  # (n, C*k*k, L)
