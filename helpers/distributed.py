@@ -277,10 +277,19 @@ def _worker(index, payload_path, host, port, world, backend, threads, train_fn):
     torch.distributed.init_process_group(backend, store=store, rank=index + 1, world_size=world, timeout=TIMEOUT)
     try:
         call = load_payload(payload_path)
+        from . import training  # here, not at the top: training imports this module
+
+        training.set_channels_last(call.get("channels_last", False))  # rank 0's process-wide choice
         train_fn(call["model"], loader_from_parts(call["train"]), loader_from_parts(call["val"]),
                  *call["args"], **call["kwargs"])
     finally:
         torch.distributed.destroy_process_group()
+
+
+def _channels_last() -> bool:
+    from . import training
+
+    return training.channels_last_enabled()
 
 
 def launch(train_fn, world: int, model, train_loader, val_loader, args: tuple, kwargs: dict):
@@ -305,7 +314,8 @@ def launch(train_fn, world: int, model, train_loader, val_loader, args: tuple, k
         payload = Path(tmp) / "call.pt"
         try:
             save_payload({"model": model, "train": loader_parts(train_loader), "val": loader_parts(val_loader),
-                          "args": args, "kwargs": {**kwargs, "log": None, "progress": False}}, payload)
+                          "args": args, "kwargs": {**kwargs, "log": None, "progress": False},
+                          "channels_last": _channels_last()}, payload)
         except (pickle.PicklingError, AttributeError, TypeError) as exc:
             raise TypeError(f"world_size={world} starts {world - 1} more process(es), which need the model and "
                             f"datasets pickled, and that failed ({exc}). Define model classes and datasets in "

@@ -13,6 +13,15 @@ writes the checkpoint, and on resume reads it and sends it to the others.
 ``precision``: "auto" (bf16 autocast on CUDA where supported, else fp16 with a gradient scaler;
 fp32 elsewhere), "fp32", or "bf16" (bf16 autocast on any device, e.g. to run the ``gpu``
 profile's code path on a CPU).
+
+``set_channels_last(True)``: batches of images reach the model channels-last (NHWC). Weights,
+gradients and checkpoints keep their usual layout; only the activations change, which lets oneDNN
+pick its NHWC kernels. One training step at batch 32 on one thread of this 2-core machine
+(fp32, commit 111197c): EfficientNet-Lite0 at 128 px 1.30 -> 0.72 s, at 160 px 2.3 -> 1.05 s,
+MobileNetV3-small at 64 px 0.171 -> 0.090 s, LeNet-5 at 32 px 0.038 -> 0.026 s; AlexNet, VGG16 and
+ResNet-18 within 3 %; evaluation of Lite0 at 160 px 3.28 -> 1.54 s for 128 images. Sums then run
+in another order, so results differ in their last bits (like another thread count): a process-wide
+setting, like ``torch.set_num_threads``, that the profiles choose (``channels_last``).
 """
 
 from __future__ import annotations
@@ -31,6 +40,25 @@ from . import distributed
 from .io import atomic_torch_save
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+_CHANNELS_LAST = [False]  # set_channels_last's process-wide choice
+
+
+def set_channels_last(enabled: bool) -> None:
+    """Feed image batches to models channels-last from now on in this process (see the module docstring)."""
+    if not isinstance(enabled, bool):
+        raise ValueError(f"set_channels_last() takes True or False, got {enabled!r}.")
+    _CHANNELS_LAST[0] = enabled
+
+
+def channels_last_enabled() -> bool:
+    return _CHANNELS_LAST[0]
+
+
+def to_device(images: torch.Tensor, device) -> torch.Tensor:
+    """``images`` on ``device``, channels-last when ``set_channels_last(True)`` and they are a 4-D batch."""
+    if _CHANNELS_LAST[0] and images.dim() == 4 and images.is_floating_point():
+        return images.to(device, non_blocking=True, memory_format=torch.channels_last)
+    return images.to(device, non_blocking=True)
 
 
 def seed_everything(seed: int) -> None:
@@ -95,7 +123,7 @@ def train_one_epoch(model, criterion, optimizer, loader, device, scheduler=None,
     autocast = autocast or nullcontext()
     total_loss, correct, seen = 0.0, 0, 0
     for images, targets in _progress(loader, desc, progress):
-        images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+        images, targets = to_device(images, device), targets.to(device, non_blocking=True)
         with autocast:
             logits = model(images)
             loss = criterion(logits, targets)
@@ -135,7 +163,7 @@ def _evaluation_sums(model, loader, device, criterion=None, progress=False, limi
     for i, (images, targets) in enumerate(_progress(loader, "eval", progress)):
         if limit_batches is not None and i >= limit_batches:
             break
-        images, targets = images.to(device), targets.to(device)
+        images, targets = to_device(images, device), targets.to(device)
         with autocast:
             logits = model(images)
         total_loss += float(criterion(logits.float(), targets)) * len(targets)
@@ -155,7 +183,7 @@ def predict(model, loader, device) -> tuple[torch.Tensor, torch.Tensor]:
     model.eval()
     preds, trues = [], []
     for images, targets in loader:
-        preds.append(model(images.to(device)).argmax(1).cpu())
+        preds.append(model(to_device(images, device)).argmax(1).cpu())
         trues.append(targets)
     return torch.cat(preds), torch.cat(trues)
 

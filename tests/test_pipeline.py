@@ -11,7 +11,7 @@ from torch import nn
 
 from helpers.quantize import bit_allocation, quantization
 from helpers.pipeline import config, prune_stages
-from helpers import data, load_compressed, models, pipeline
+from helpers import data, load_compressed, models, pipeline, training
 
 REPO = Path(__file__).resolve().parent.parent
 CLASSES = 4
@@ -100,6 +100,16 @@ def test_compress_a_custom_module_and_load_it_into_an_instance(loaders, tmp_path
     assert not torch.equal(reloaded.stem[1].running_var, torch.ones(32)), "BatchNorm statistics were not stored"
     with pytest.raises(ValueError, match="head"):
         load_compressed(result["file"], model=CustomNet(num_classes=7))
+
+
+def test_compress_with_channels_last_batches_records_it_and_restores_the_process_setting(loaders, tmp_path):
+    train, val, test = loaders
+    model = CustomNet()
+    result = pipeline.compress(model, train, val, tmp_path / "nhwc", test_loader=test, channels_last=True, **CI)
+    assert not training.channels_last_enabled(), "compress() left its memory format on for the process"
+    assert result["settings"]["channels_last"] is True
+    assert all(record["channels_last"] is True for record in result["stages"].values())
+    _check_compressed(result, model, load_compressed(result["file"], model=CustomNet()), test)
 
 
 @pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_small"])

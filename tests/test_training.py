@@ -104,3 +104,36 @@ def test_bf16_precision_autocasts_on_cpu_and_auto_stays_fp32():
     assert set(seen) == {torch.float32}
     with pytest.raises(ValueError, match="CUDA"):
         training.fit(model, train, None, 1, torch.device("cpu"), precision="fp16")
+
+
+@pytest.fixture
+def channels_last():
+    training.set_channels_last(True)
+    yield
+    training.set_channels_last(False)
+
+
+def test_channels_last_batches_reach_the_model_and_train_to_the_same_weights(channels_last):
+    layouts = []
+    model = _fresh_model(0)
+    # one channel: channels-last is told apart by its strides, the channel's being 1 (NHWC)
+    model.register_forward_pre_hook(lambda module, args: layouts.append(args[0].stride(1) == 1))
+    train, val = _toy_loaders()
+    history = training.fit(model, train, val, 2, torch.device("cpu"), lr=0.05, progress=False, log=lambda m: None)
+    assert layouts and all(layouts)  # every training and validation batch
+    training.set_channels_last(False)
+    reference = _fresh_model(0)
+    reference_history = training.fit(reference, *_toy_loaders(), 2, torch.device("cpu"), lr=0.05, progress=False,
+                                     log=lambda m: None)
+    for got, want in zip(model.state_dict().values(), reference.state_dict().values()):
+        assert got.is_contiguous()  # weights and checkpoints keep their layout
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)  # the same training, other summation order
+    assert history[-1]["val_top1"] == reference_history[-1]["val_top1"]
+
+
+def test_channels_last_leaves_other_inputs_alone(channels_last):
+    assert training.to_device(torch.zeros(4, 10), "cpu").shape == (4, 10)
+    assert training.to_device(torch.zeros(2, 3, 4, 4, dtype=torch.uint8), "cpu").is_contiguous()
+    assert training.to_device(torch.zeros(2, 3, 4, 4), "cpu").stride() == (48, 1, 12, 3)
+    with pytest.raises(ValueError, match="True or False"):
+        training.set_channels_last("yes")

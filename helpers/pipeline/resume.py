@@ -7,9 +7,9 @@ asked) raises ``StaleRunError`` naming each differing setting; artefacts without
 version's run) are refused the same way. Nothing is deleted: the message says what to delete or to
 use another folder. Stages cheap enough to redo (``RECOMPUTED``) overwrite their record instead.
 ``num_workers`` and ``cache_images`` change speed, not results, so they are not recorded. ``threads``
-changes results in their last bits only (sums in another order), which a gated decision can follow;
-the count a stage ran with is kept in its metrics record (and each pruning round's), not checked, so
-a run resumed on another machine goes on.
+and ``channels_last`` change results in their last bits only (sums in another order), which a gated
+decision can follow; what a stage ran with is kept in its metrics record (and each pruning round's),
+not checked, so a run resumed on another machine goes on.
 """
 
 from __future__ import annotations

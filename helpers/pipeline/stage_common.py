@@ -19,7 +19,8 @@ MIN_PRUNABLE_WEIGHTS = 256
 def _save_record(out_dir: Path, stage: str, record: dict, settings: dict) -> dict:
     # torch's intra-op threads: results on 1 and 2 threads differ in the last bits (sums in another
     # order), and a gated decision can follow them; recorded, not checked on resume
-    record = {**record, "threads": torch.get_num_threads()}
+    # channels-last batches change the last bits the same way (helpers.training.set_channels_last)
+    record = {**record, "threads": torch.get_num_threads(), "channels_last": training.channels_last_enabled()}
     metrics = reporting.update_metrics(out_dir, stage, record, dataset=settings.get("dataset") or "custom",
                                        model=settings.get("model_name") or "model", profile=settings.get("profile"),
                                        overrides=settings.get("overrides"))

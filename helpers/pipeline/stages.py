@@ -238,8 +238,13 @@ def compress(model: nn.Module, train_loader, val_loader, out_dir, *, test_loader
     out_dir, device = Path(out_dir), torch.device(device) if device else training.pick_device()
     if settings.get("threads"):
         torch.set_num_threads(settings["threads"])
-    with RunLock(out_dir, flag="out_dir"):  # one writer per folder: two compress calls mixed their artefacts
-        stages = _all_stages(model, train_loader, val_loader, settings, out_dir, test_loader, device, metadata)
+    channels_last_before = training.channels_last_enabled()
+    training.set_channels_last(settings["channels_last"])  # for this call only: restored below
+    try:
+        with RunLock(out_dir, flag="out_dir"):  # one writer per folder: two compress calls mixed their artefacts
+            stages = _all_stages(model, train_loader, val_loader, settings, out_dir, test_loader, device, metadata)
+    finally:
+        training.set_channels_last(channels_last_before)
     return {"file": stages["compressed"]["file"], "stages": stages, "settings": settings}
 
 

@@ -126,6 +126,7 @@ def rules() -> dict:
         "world_size": integer(1, 4096),
         "precision": one_of(PRECISIONS),
         "threads": optional(integer(1, 1024)),
+        "channels_last": BOOLEAN,
     }
 
 
