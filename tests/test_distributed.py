@@ -192,6 +192,29 @@ def test_an_error_in_another_rank_is_raised_with_its_message():
     assert not distributed.is_running()
 
 
+class _RecordsLayouts(torch.nn.Module):
+    """LeNet-5 that refuses, in any process, a batch in another layout than the one it is told to expect."""
+
+    def __init__(self, channels_last):
+        super().__init__()
+        self.net, self.channels_last = models.create("lenet5", 4, 1, 28), channels_last
+
+    def forward(self, x):
+        if (x.stride(1) == 1) != self.channels_last:  # one channel: NHWC shows in the channel stride
+            raise RuntimeError(f"process {os.getpid()} got strides {x.stride()}")
+        return self.net(x)
+
+
+def test_other_ranks_take_the_callers_channels_last_setting():
+    train, val = _loaders()
+    training.set_channels_last(True)
+    try:
+        training.fit(_RecordsLayouts(True), train, val, 1, "cpu", lr=0.05, world_size=2, **QUIET)
+    finally:
+        training.set_channels_last(False)
+    training.fit(_RecordsLayouts(False), train, val, 1, "cpu", lr=0.05, world_size=2, **QUIET)
+
+
 # ----------------------------------------------------------------------------- the gpu profile's path, on a CPU
 
 def _photo_folder(root, classes=3, per_class=10):
