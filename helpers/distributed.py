@@ -46,6 +46,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
+from . import placement
+
 TIMEOUT = timedelta(minutes=30)  # a rank that stops answering fails the others after this
 START_METHOD = "forkserver"
 
@@ -277,19 +279,11 @@ def _worker(index, payload_path, host, port, world, backend, threads, train_fn):
     torch.distributed.init_process_group(backend, store=store, rank=index + 1, world_size=world, timeout=TIMEOUT)
     try:
         call = load_payload(payload_path)
-        from . import training  # here, not at the top: training imports this module
-
-        training.set_channels_last(call.get("channels_last", False))  # rank 0's process-wide choice
+        placement.set_channels_last(call.get("channels_last", False))  # rank 0's process-wide choice
         train_fn(call["model"], loader_from_parts(call["train"]), loader_from_parts(call["val"]),
                  *call["args"], **call["kwargs"])
     finally:
         torch.distributed.destroy_process_group()
-
-
-def _channels_last() -> bool:
-    from . import training
-
-    return training.channels_last_enabled()
 
 
 def launch(train_fn, world: int, model, train_loader, val_loader, args: tuple, kwargs: dict):
@@ -315,7 +309,7 @@ def launch(train_fn, world: int, model, train_loader, val_loader, args: tuple, k
         try:
             save_payload({"model": model, "train": loader_parts(train_loader), "val": loader_parts(val_loader),
                           "args": args, "kwargs": {**kwargs, "log": None, "progress": False},
-                          "channels_last": _channels_last()}, payload)
+                          "channels_last": placement.channels_last_enabled()}, payload)
         except (pickle.PicklingError, AttributeError, TypeError) as exc:
             raise TypeError(f"world_size={world} starts {world - 1} more process(es), which need the model and "
                             f"datasets pickled, and that failed ({exc}). Define model classes and datasets in "

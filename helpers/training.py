@@ -10,18 +10,8 @@ per epoch), DDP averages the gradients, so masks, codebooks and weights stay ide
 rank; validation is split among the ranks (each image once) and summed; rank 0 alone logs and
 writes the checkpoint, and on resume reads it and sends it to the others.
 
-``precision``: "auto" (bf16 autocast on CUDA where supported, else fp16 with a gradient scaler;
-fp32 elsewhere), "fp32", or "bf16" (bf16 autocast on any device, e.g. to run the ``gpu``
-profile's code path on a CPU).
-
-``set_channels_last(True)``: batches of images reach the model channels-last (NHWC). Weights,
-gradients and checkpoints keep their usual layout; only the activations change, which lets oneDNN
-pick its NHWC kernels. One training step at batch 32 on one thread of this 2-core machine
-(fp32, commit 111197c): EfficientNet-Lite0 at 128 px 1.30 -> 0.72 s, at 160 px 2.3 -> 1.05 s,
-MobileNetV3-small at 64 px 0.171 -> 0.090 s, LeNet-5 at 32 px 0.038 -> 0.026 s; AlexNet, VGG16 and
-ResNet-18 within 3 %; evaluation of Lite0 at 160 px 3.28 -> 1.54 s for 128 images. Sums then run
-in another order, so results differ in their last bits (like another thread count): a process-wide
-setting, like ``torch.set_num_threads``, that the profiles choose (``channels_last``).
+``precision`` (autocast) and ``set_channels_last`` (the layout of image batches): see
+``helpers.placement``.
 """
 
 from __future__ import annotations
@@ -38,27 +28,7 @@ from torch import nn
 
 from . import distributed
 from .io import atomic_torch_save
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-_CHANNELS_LAST = [False]  # set_channels_last's process-wide choice
-
-
-def set_channels_last(enabled: bool) -> None:
-    """Feed image batches to models channels-last from now on in this process (see the module docstring)."""
-    if not isinstance(enabled, bool):
-        raise ValueError(f"set_channels_last() takes True or False, got {enabled!r}.")
-    _CHANNELS_LAST[0] = enabled
-
-
-def channels_last_enabled() -> bool:
-    return _CHANNELS_LAST[0]
-
-
-def to_device(images: torch.Tensor, device) -> torch.Tensor:
-    """``images`` on ``device``, channels-last when ``set_channels_last(True)`` and they are a 4-D batch."""
-    if _CHANNELS_LAST[0] and images.dim() == 4 and images.is_floating_point():
-        return images.to(device, non_blocking=True, memory_format=torch.channels_last)
-    return images.to(device, non_blocking=True)
+from .placement import autocast_for, check_precision, to_device
 
 
 def seed_everything(seed: int) -> None:
@@ -79,26 +49,6 @@ def pick_device(preference: str | None = None) -> torch.device:
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
-
-
-def check_precision(precision: str) -> str:
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}.")
-    return precision
-
-
-def _autocast(device: torch.device, precision: str = "auto"):
-    """(autocast context, GradScaler or None) for ``precision`` on ``device``."""
-    device = torch.device(device)
-    if check_precision(precision) == "fp32" or (precision == "auto" and device.type != "cuda"):
-        return nullcontext(), None
-    if precision == "fp16" and device.type != "cuda":
-        raise ValueError(f"precision 'fp16' needs a CUDA device (got {device}); use 'bf16' or 'fp32'.")
-    if precision == "auto":
-        precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
-    return torch.autocast(device.type, dtype=dtype), scaler
 
 
 def topk_correct(logits: torch.Tensor, targets: torch.Tensor, ks=(1, 5)) -> list[int]:
@@ -158,7 +108,7 @@ def _evaluation_sums(model, loader, device, criterion=None, progress=False, limi
     """[summed loss, top-1 hits, top-5 hits, images]: sums, so that ranks can add theirs up."""
     model.eval()
     criterion = criterion or nn.CrossEntropyLoss()
-    autocast, _ = _autocast(device, precision)
+    autocast, _ = autocast_for(device, precision)
     total_loss, top1, top5, seen = 0.0, 0, 0, 0
     for i, (images, targets) in enumerate(_progress(loader, "eval", progress)):
         if limit_batches is not None and i >= limit_batches:
@@ -298,7 +248,7 @@ def _one_epoch(net, model, train_loader, val_loader, criterion, opt, scheduler, 
         train_loader.generator.manual_seed(epoch_seed)
     if hasattr(getattr(train_loader, "sampler", None), "set_epoch"):
         train_loader.sampler.set_epoch(epoch)
-    autocast, scaler = _autocast(device, precision)
+    autocast, scaler = autocast_for(device, precision)
     t0 = time.time()
     train = train_one_epoch(net, criterion, opt, train_loader, device, scheduler, scaler, autocast, progress,
                             f"epoch {epoch + 1}/{epochs}")

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from helpers import data, distributed, models, training
+from helpers import data, distributed, models, placement, training
 from helpers.prune import pruning
 from helpers.quantize import quantization
 
@@ -207,11 +207,11 @@ class _RecordsLayouts(torch.nn.Module):
 
 def test_other_ranks_take_the_callers_channels_last_setting():
     train, val = _loaders()
-    training.set_channels_last(True)
+    placement.set_channels_last(True)
     try:
         training.fit(_RecordsLayouts(True), train, val, 1, "cpu", lr=0.05, world_size=2, **QUIET)
     finally:
-        training.set_channels_last(False)
+        placement.set_channels_last(False)
     training.fit(_RecordsLayouts(False), train, val, 1, "cpu", lr=0.05, world_size=2, **QUIET)
 
 

@@ -11,7 +11,7 @@ from torch import nn
 
 from helpers.quantize import bit_allocation, quantization
 from helpers.pipeline import config, prune_stages
-from helpers import data, load_compressed, models, pipeline, training
+from helpers import data, load_compressed, models, pipeline, placement
 
 REPO = Path(__file__).resolve().parent.parent
 CLASSES = 4
@@ -106,7 +106,7 @@ def test_compress_with_channels_last_batches_records_it_and_restores_the_process
     train, val, test = loaders
     model = CustomNet()
     result = pipeline.compress(model, train, val, tmp_path / "nhwc", test_loader=test, channels_last=True, **CI)
-    assert not training.channels_last_enabled(), "compress() left its memory format on for the process"
+    assert not placement.channels_last_enabled(), "compress() left its memory format on for the process"
     assert result["settings"]["channels_last"] is True
     assert all(record["channels_last"] is True for record in result["stages"].values())
     _check_compressed(result, model, load_compressed(result["file"], model=CustomNet()), test)

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from helpers import data, models, training
+from helpers import data, models, placement, training
 
 
 def _toy_loaders(seed=0):
@@ -108,9 +108,9 @@ def test_bf16_precision_autocasts_on_cpu_and_auto_stays_fp32():
 
 @pytest.fixture
 def channels_last():
-    training.set_channels_last(True)
+    placement.set_channels_last(True)
     yield
-    training.set_channels_last(False)
+    placement.set_channels_last(False)
 
 
 def test_channels_last_batches_reach_the_model_and_train_to_the_same_weights(channels_last):
@@ -121,7 +121,7 @@ def test_channels_last_batches_reach_the_model_and_train_to_the_same_weights(cha
     train, val = _toy_loaders()
     history = training.fit(model, train, val, 2, torch.device("cpu"), lr=0.05, progress=False, log=lambda m: None)
     assert layouts and all(layouts)  # every training and validation batch
-    training.set_channels_last(False)
+    placement.set_channels_last(False)
     reference = _fresh_model(0)
     reference_history = training.fit(reference, *_toy_loaders(), 2, torch.device("cpu"), lr=0.05, progress=False,
                                      log=lambda m: None)
@@ -132,8 +132,8 @@ def test_channels_last_batches_reach_the_model_and_train_to_the_same_weights(cha
 
 
 def test_channels_last_leaves_other_inputs_alone(channels_last):
-    assert training.to_device(torch.zeros(4, 10), "cpu").shape == (4, 10)
-    assert training.to_device(torch.zeros(2, 3, 4, 4, dtype=torch.uint8), "cpu").is_contiguous()
-    assert training.to_device(torch.zeros(2, 3, 4, 4), "cpu").stride() == (48, 1, 12, 3)
+    assert placement.to_device(torch.zeros(4, 10), "cpu").shape == (4, 10)
+    assert placement.to_device(torch.zeros(2, 3, 4, 4, dtype=torch.uint8), "cpu").is_contiguous()
+    assert placement.to_device(torch.zeros(2, 3, 4, 4), "cpu").stride() == (48, 1, 12, 3)
     with pytest.raises(ValueError, match="True or False"):
-        training.set_channels_last("yes")
+        placement.set_channels_last("yes")

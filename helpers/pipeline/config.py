@@ -110,7 +110,7 @@ class Profile:
     # second thread and lose much when the cores are shared: 40 LeNet-5 steps on 16 px digits took
     # 0.9 s with 1 thread and 16.5 s with 2 on this 2-core machine under a load average of 11
     threads: int | None = None
-    # image batches reach the model channels-last (NHWC; ``helpers.training.set_channels_last``):
+    # image batches reach the model channels-last (NHWC; ``helpers.placement``):
     # one Lite0 training step at 160 px took 1.05 s instead of 2.3 s, MobileNetV3-small's half the
     # time, AlexNet's, VGG16's and ResNet-18's about the same. Off by default so that the results
     # measured before it existed reproduce to the bit (results differ in their last bits with it)
@@ -416,9 +416,9 @@ def resolve_settings(dataset="", data_dir="", model_name="", profile="", run_dir
         import torch
 
         torch.set_num_threads(checked["threads"])
-    from .. import training
+    from .. import placement
 
-    training.set_channels_last(checked["channels_last"])  # process-wide, like the thread count
+    placement.set_channels_last(checked["channels_last"])  # process-wide, like the thread count
     return {"dataset": dataset, "data_dir": data_dir, "model_name": model_name, "profile": profile,
             "overrides": overrides, "run_dir": run_dir, "model_dir": model_dir,
             "split_file": run_dir / "split.json", "seed": int(seed), **checked}

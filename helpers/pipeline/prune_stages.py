@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from ..prune import dead_units, pruning, sensitivity, stopping
-from .. import models, reporting, training
+from .. import models, placement, reporting, training
 from ..io import atomic_torch_save
 from .resume import begin, finished, require
 from .stage_common import _fit, _reset, _save_record, _say, _test, prunable_layers, scan_loader
@@ -165,7 +165,7 @@ def _one_round(model, r, targets, train_loader, val_loader, settings, out_dir, d
                    checkpoint=out_dir / f"{name}_round{r}_checkpoint.pt", seed_offset=r)
     record = {"round": r, "kept": pruning.total_kept_fraction(model), "after_pruning": after_pruning,
               "after_retraining": history[-1]["val_top1"] if history else after_pruning, "history": history,
-              "threads": torch.get_num_threads(), "channels_last": training.channels_last_enabled()}
+              "threads": torch.get_num_threads(), "channels_last": placement.channels_last_enabled()}
     if reference is not None:
         record["vs_baseline"] = asdict(stopping.paired_counts(reference, model, val_loader, device))
     reporting.write_json(out_dir / f"{name}_round{r}.json", record)

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .. import data, models, reporting, training
+from .. import data, models, placement, reporting, training
 from . import progress
 from ..quantize import quantization
 from .resume import SETTING_DEFAULTS
@@ -19,8 +19,8 @@ MIN_PRUNABLE_WEIGHTS = 256
 def _save_record(out_dir: Path, stage: str, record: dict, settings: dict) -> dict:
     # torch's intra-op threads: results on 1 and 2 threads differ in the last bits (sums in another
     # order), and a gated decision can follow them; recorded, not checked on resume
-    # channels-last batches change the last bits the same way (helpers.training.set_channels_last)
-    record = {**record, "threads": torch.get_num_threads(), "channels_last": training.channels_last_enabled()}
+    # channels-last batches change the last bits the same way (helpers.placement)
+    record = {**record, "threads": torch.get_num_threads(), "channels_last": placement.channels_last_enabled()}
     metrics = reporting.update_metrics(out_dir, stage, record, dataset=settings.get("dataset") or "custom",
                                        model=settings.get("model_name") or "model", profile=settings.get("profile"),
                                        overrides=settings.get("overrides"))

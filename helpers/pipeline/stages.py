@@ -36,7 +36,7 @@ from torch import nn
 
 from ..quantize import bit_allocation, compact, int8, quantization
 from . import config, preflight
-from .. import models, reporting, training
+from .. import models, placement, reporting, training
 from ..prune import pruning
 from ..io import atomic_torch_save
 from .lock import RunLock
@@ -238,13 +238,13 @@ def compress(model: nn.Module, train_loader, val_loader, out_dir, *, test_loader
     out_dir, device = Path(out_dir), torch.device(device) if device else training.pick_device()
     if settings.get("threads"):
         torch.set_num_threads(settings["threads"])
-    channels_last_before = training.channels_last_enabled()
-    training.set_channels_last(settings["channels_last"])  # for this call only: restored below
+    channels_last_before = placement.channels_last_enabled()
+    placement.set_channels_last(settings["channels_last"])  # for this call only: restored below
     try:
         with RunLock(out_dir, flag="out_dir"):  # one writer per folder: two compress calls mixed their artefacts
             stages = _all_stages(model, train_loader, val_loader, settings, out_dir, test_loader, device, metadata)
     finally:
-        training.set_channels_last(channels_last_before)
+        placement.set_channels_last(channels_last_before)
     return {"file": stages["compressed"]["file"], "stages": stages, "settings": settings}
 
 

@@ -80,7 +80,7 @@ def _sparsities_ok(value) -> bool:
 def rules() -> dict:
     """Field -> (predicate, what is allowed). Every key ``Profile.for_model`` returns has one."""
     from ..prune.sensitivity import ALLOCATIONS
-    from ..training import PRECISIONS
+    from ..placement import PRECISIONS
     from ..quantize.bit_allocation import BIT_ALLOCATIONS
 
     return {

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from .. import training
+from ..placement import to_device
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ def paired_counts(baseline: nn.Module, candidate: nn.Module, loader, device) -> 
     criterion = nn.CrossEntropyLoss(reduction="sum")
     base_right, cand_right, base_loss, cand_loss = [], [], 0.0, 0.0
     for images, targets in loader:
-        images, targets = training.to_device(images, device), targets.to(device)
+        images, targets = to_device(images, device), targets.to(device)
         base_logits, cand_logits = baseline(images).float(), candidate(images).float()
         base_right.append((base_logits.argmax(1) == targets).cpu())
         cand_right.append((cand_logits.argmax(1) == targets).cpu())
