@@ -6,10 +6,11 @@ profile's code path on a CPU). "fp16" needs CUDA.
 
 ``set_channels_last(True)``: batches of images reach the model channels-last (NHWC). Weights,
 gradients and checkpoints keep their usual layout; only the activations change, which lets oneDNN
-pick its NHWC kernels. One training step at batch 32 on one thread of this 2-core machine
-(fp32, commit 111197c): EfficientNet-Lite0 at 128 px 1.30 -> 0.72 s, at 160 px 2.3 -> 1.05 s,
-MobileNetV3-small at 64 px 0.171 -> 0.090 s, LeNet-5 at 32 px 0.038 -> 0.026 s; AlexNet, VGG16 and
-ResNet-18 within 3 %; evaluation of Lite0 at 160 px 3.28 -> 1.54 s for 128 images. Sums then run
+pick its NHWC kernels. ``python benchmarks/bench_channels_last.py --threads 1`` (commit 0e77538,
+one thread, the 2-core machine busy with two other one-thread jobs), one SGD step at the profiles'
+batches: EfficientNet-Lite0 at 160 px 3.72 -> 2.29 s (1.62x), at 128 px 1.54x, MobileNetV3-small
+at 64 px 1.73x, LeNet-5 1.40x, ResNet-18 1.10x, AlexNet and VGG16 1.00-1.02x; evaluating 128
+images: Lite0 1.74-1.77x, LeNet-5 2.39x, the others 0.99-1.13x. No case was slower. Sums then run
 in another order, so results differ in their last bits (like another thread count). It is a
 process-wide setting, like ``torch.set_num_threads``, that the profiles choose (``channels_last``);
 ``helpers.training`` and the pruning's paired comparison move every batch with ``to_device``.

@@ -110,9 +110,9 @@ class Profile:
     # second thread and lose much when the cores are shared: 40 LeNet-5 steps on 16 px digits took
     # 0.9 s with 1 thread and 16.5 s with 2 on this 2-core machine under a load average of 11
     threads: int | None = None
-    # image batches reach the model channels-last (NHWC; ``helpers.placement``):
-    # one Lite0 training step at 160 px took 1.05 s instead of 2.3 s, MobileNetV3-small's half the
-    # time, AlexNet's, VGG16's and ResNet-18's about the same. Off by default so that the results
+    # image batches reach the model channels-last (NHWC; ``helpers.placement``): a Lite0 training
+    # step at 160 px 1.62x faster, MobileNetV3-small's 1.73x, AlexNet's and VGG16's the same
+    # (benchmarks/bench_channels_last.py, commit 0e77538). Off by default so that the results
     # measured before it existed reproduce to the bit (results differ in their last bits with it)
     channels_last: bool = False
 
