@@ -296,7 +296,8 @@ PROFILES = {
         # 039692f a 35 % budget in 2 one-epoch rounds lost 4.9 validation points in its second round
         # (55.7 % kept: 76.8 %, no loss; 35.4 % kept: 71.9 %). Half the weights, split greedily by
         # accuracy lost per weight removed: at 1b750c6, 51 % kept cost 0.69 test points and the file
-        # is 8.2x smaller than fp32 (79.29 % from it, baseline 80.84 %)
+        # is 8.2x smaller than fp32 (79.29 % from it, baseline 80.84 %); at 9b1176f (160 px) 50.5 %
+        # kept cost 1.03 points with one-epoch rounds (81.47 % from the file, baseline 82.96 %)
         target_kept=_per_model(0.2, 0.075, 0.5, 0.5, 0.5),
         budget_allocation=_per_model("tolerance", "tolerance", *["cost_per_weight"] * 3),
         # three prune -> retrain rounds of one epoch each (79 %, 63 %, 50 % kept), so no round removes
