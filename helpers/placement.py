@@ -37,6 +37,12 @@ def channels_last_enabled() -> bool:
     return _CHANNELS_LAST[0]
 
 
+def last_bit_conditions() -> dict:
+    """What changes results in their last bits without changing what is computed: torch's thread
+    count and the batch layout. Stage and round records keep it (recorded, not checked on resume)."""
+    return {"threads": torch.get_num_threads(), "channels_last": _CHANNELS_LAST[0]}
+
+
 def to_device(images: torch.Tensor, device) -> torch.Tensor:
     """``images`` on ``device``, channels-last when ``set_channels_last(True)`` and they are a 4-D batch."""
     if _CHANNELS_LAST[0] and images.dim() == 4 and images.is_floating_point():

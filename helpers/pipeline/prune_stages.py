@@ -165,7 +165,7 @@ def _one_round(model, r, targets, train_loader, val_loader, settings, out_dir, d
                    checkpoint=out_dir / f"{name}_round{r}_checkpoint.pt", seed_offset=r)
     record = {"round": r, "kept": pruning.total_kept_fraction(model), "after_pruning": after_pruning,
               "after_retraining": history[-1]["val_top1"] if history else after_pruning, "history": history,
-              "threads": torch.get_num_threads(), "channels_last": placement.channels_last_enabled()}
+              **placement.last_bit_conditions()}
     if reference is not None:
         record["vs_baseline"] = asdict(stopping.paired_counts(reference, model, val_loader, device))
     reporting.write_json(out_dir / f"{name}_round{r}.json", record)

@@ -20,7 +20,7 @@ def _save_record(out_dir: Path, stage: str, record: dict, settings: dict) -> dic
     # torch's intra-op threads: results on 1 and 2 threads differ in the last bits (sums in another
     # order), and a gated decision can follow them; recorded, not checked on resume
     # channels-last batches change the last bits the same way (helpers.placement)
-    record = {**record, "threads": torch.get_num_threads(), "channels_last": placement.channels_last_enabled()}
+    record = {**record, **placement.last_bit_conditions()}
     metrics = reporting.update_metrics(out_dir, stage, record, dataset=settings.get("dataset") or "custom",
                                        model=settings.get("model_name") or "model", profile=settings.get("profile"),
                                        overrides=settings.get("overrides"))
