@@ -215,13 +215,22 @@ PROFILES = {
         # 90%, not 80%: at 80% its 7th round (5.05 -> 4.04% kept) lost 1.5 points and ended pruning;
         # at 90% all 12 passed, 2.23% kept, 149x at +1.9 test points (16 rounds in 1,629 s); VGG16's
         # 3-epoch rounds take ~9 min each (6 in 3,150 s at commit cf5776a), so 2
-        extra_rounds=_per_model(8, 8, 12, 2, 0),
+        # LeNet-5's rounds stop at the 10th (see stop_z)
+        extra_rounds=_per_model(8, 6, 12, 2, 0),
         extra_keep=_per_model(0.8, 0.8, 0.9, 0.8, 0.8),
         stop_tolerance=_per_model(0.005, 0.005, 0.005, 0.005, 0.0),
-        # ... beyond one standard error of the paired difference on the same ~1,700 images (~1 point
-        # for LeNet-5): on the point estimate alone, LeNet-5's planned rounds ended 1.03 points under
-        # the baseline on 1 thread (no extra round, 45.4x) and within 0.5 on 2 threads (52.9x)
-        stop_z=_per_model(1.0, 1.0, 1.0, 1.0, 1.0),
+        # ... beyond z standard errors of the paired difference on the same ~1,700 images (~0.85
+        # points for LeNet-5). On the point estimate alone, LeNet-5's planned rounds ended 1.03 points
+        # under the baseline on 1 thread (no extra round, 45.4x) and within 0.5 on 2 threads (52.9x).
+        # At one standard error (z=1, commit 111197c) the same seed still parted ways: rounds 4-6 ended
+        # -1.03 / -1.09 / -0.75 points on 1 thread and -0.40 / -0.34 / -1.43 on 2 (the last bits of
+        # training decide ~0.7 points a round), so 2 threads undid round 6 (threshold -1.34) and 1
+        # thread went on to round 10 (round 11: -1.66, undone). LeNet-5's curve is flat there, about a
+        # point under the baseline from round 4 to 10 (seed 2: +0.86 to +0.46) and falling after
+        # (seed 0 round 11 -1.66, seed 2 round 12 -1.84): a gate in the flat part is a coin toss. So
+        # LeNet-5 is judged at two standard errors (the usual one-sided 97.5 % bound, ~-2.2 points)
+        # and its rounds end at the 10th, before the fall; the gate stays for a collapse
+        stop_z=_per_model(1.0, 2.0, 1.0, 1.0, 1.0),
     ),
     "gpu": Profile(
         name="gpu",
