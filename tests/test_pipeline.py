@@ -190,7 +190,7 @@ def test_settings_for_uses_the_default_entry_for_unknown_models():
 def test_extra_rounds_and_keep_are_per_model_and_a_plain_value_sets_one_model():
     alexnet, lenet5 = pipeline.settings_for("cpu", "alexnet"), pipeline.settings_for("cpu", "lenet5")
     assert (alexnet["extra_rounds"], alexnet["extra_keep"]) == (12, 0.9)
-    assert (lenet5["extra_rounds"], lenet5["extra_keep"]) == (8, 0.8)
+    assert (lenet5["extra_rounds"], lenet5["extra_keep"]) == (6, 0.8)
     assert pipeline.settings_for("cpu", "CustomNet")["extra_rounds"] == 0, "other models: the plan only"
     assert pipeline.settings_for("cpu", "lenet5", extra_keep=0.7)["extra_keep"] == 0.7
     assert pipeline.settings_for("cpu", "lenet300", extra_keep={"lenet5": 0.7})["extra_keep"] == 0.8
