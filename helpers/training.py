@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from . import distributed
+from .distillation import DistillationCriterion, check_distillation
 from .io import atomic_torch_save
 from .placement import autocast_for, check_precision, to_device
 
@@ -76,7 +77,9 @@ def train_one_epoch(model, criterion, optimizer, loader, device, scheduler=None,
         images, targets = to_device(images, device), targets.to(device, non_blocking=True)
         with autocast:
             logits = model(images)
-            loss = criterion(logits, targets)
+            # a distillation criterion asks its teacher about the same (augmented) images
+            loss = criterion(logits, targets, images) if getattr(criterion, "needs_images", False) \
+                else criterion(logits, targets)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -149,7 +152,8 @@ def make_optimizer(params, name="sgd", lr=0.01, momentum=0.9, weight_decay=5e-4)
 
 def fit(model, train_loader, val_loader, epochs: int, device, lr=0.01, optimizer="sgd",
         weight_decay=5e-4, momentum=0.9, label_smoothing=0.0, warmup_epochs=0, checkpoint=None,
-        seed=0, progress=True, log=print, world_size: int = 1, precision: str = "auto") -> list[dict]:
+        seed=0, progress=True, log=print, world_size: int = 1, precision: str = "auto", teacher=None,
+        distill_weight: float = 0.0, distill_temperature: float = 4.0) -> list[dict]:
     """Train for ``epochs`` with a cosine schedule; return the per-epoch history.
 
     With ``checkpoint`` set, the state after every epoch is saved there (atomically) and an existing
@@ -159,23 +163,30 @@ def fit(model, train_loader, val_loader, epochs: int, device, lr=0.01, optimizer
     ``world_size > 1``: data-parallel on that many processes (this one is rank 0; ``model`` ends up
     trained in place). Under torchrun, or inside a running process group, the group's size is used
     and ``world_size`` is ignored. ``precision``: see the module docstring.
+
+    ``teacher`` with ``distill_weight`` > 0: the training loss mixes in the teacher's softened outputs
+    on the same batches (``helpers.distillation``); validation loss stays the plain cross-entropy.
     """
     if epochs < 0:
         raise ValueError(f"epochs must be >= 0, got {epochs}.")
     if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
         raise ValueError(f"world_size must be a positive integer, got {world_size!r}.")
     check_precision(precision)
+    check_distillation(distill_weight, distill_temperature)
+    if distill_weight > 0 and teacher is None:
+        raise ValueError(f"distill_weight={distill_weight} needs a teacher model (teacher=...).")
     device = torch.device(device)
     kwargs = dict(device=device, lr=lr, optimizer=optimizer, weight_decay=weight_decay, momentum=momentum,
                   label_smoothing=label_smoothing, warmup_epochs=warmup_epochs, checkpoint=checkpoint,
-                  seed=seed, progress=progress, log=log, precision=precision)
+                  seed=seed, progress=progress, log=log, precision=precision,
+                  distillation=(teacher, distill_weight, distill_temperature) if distill_weight > 0 else None)
     if not distributed.join_torchrun_group(device) and world_size > 1:
         return distributed.launch(_fit, world_size, model, train_loader, val_loader, (epochs,), kwargs)
     return _fit(model, train_loader, val_loader, epochs, **kwargs)
 
 
 def _fit(model, train_loader, val_loader, epochs, device, lr, optimizer, weight_decay, momentum,
-         label_smoothing, warmup_epochs, checkpoint, seed, progress, log, precision) -> list[dict]:
+         label_smoothing, warmup_epochs, checkpoint, seed, progress, log, precision, distillation=None) -> list[dict]:
     """``fit`` in this process: alone, or as one rank of the running process group."""
     parallel = distributed.is_running()
     rank = distributed.rank()
@@ -194,9 +205,13 @@ def _fit(model, train_loader, val_loader, epochs, device, lr, optimizer, weight_
     opt = make_optimizer(model.parameters(), optimizer, lr, momentum, weight_decay)
     scheduler = _cosine_schedule(opt, epochs, max(len(train_loader), 1), warmup_epochs)
     criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+    train_criterion = criterion
+    if distillation is not None:
+        teacher, weight, temperature = distillation
+        train_criterion = DistillationCriterion(teacher, weight, temperature, label_smoothing).to(device)
     history, start = _resume(checkpoint, model, opt, scheduler, log)
     for epoch in range(start, epochs):
-        record = _one_epoch(net, model, train_loader, val_loader, criterion, opt, scheduler, device,
+        record = _one_epoch(net, model, train_loader, val_loader, (train_criterion, criterion), opt, scheduler, device,
                             precision, seed * 100_003 + epoch + 1_000_003 * rank, epoch, epochs,
                             progress and rank == 0)
         if not np.isfinite(record["train_loss"]):
@@ -240,9 +255,11 @@ def _resume(checkpoint, model, opt, scheduler, log) -> tuple[list, int]:
     return state["history"], state["epoch"]
 
 
-def _one_epoch(net, model, train_loader, val_loader, criterion, opt, scheduler, device, precision, epoch_seed,
+def _one_epoch(net, model, train_loader, val_loader, criteria, opt, scheduler, device, precision, epoch_seed,
                epoch, epochs, progress) -> dict:
-    """Train ``net`` (``model``, or its DDP wrapper) one epoch, then validate ``model``; global numbers."""
+    """Train ``net`` (``model``, or its DDP wrapper) one epoch, then validate ``model``; global numbers.
+    ``criteria``: (the training loss, the validation loss)."""
+    train_criterion, criterion = criteria
     torch.manual_seed(epoch_seed)
     if getattr(train_loader, "generator", None) is not None:
         train_loader.generator.manual_seed(epoch_seed)
@@ -250,7 +267,7 @@ def _one_epoch(net, model, train_loader, val_loader, criterion, opt, scheduler, 
         train_loader.sampler.set_epoch(epoch)
     autocast, scaler = autocast_for(device, precision)
     t0 = time.time()
-    train = train_one_epoch(net, criterion, opt, train_loader, device, scheduler, scaler, autocast, progress,
+    train = train_one_epoch(net, train_criterion, opt, train_loader, device, scheduler, scaler, autocast, progress,
                             f"epoch {epoch + 1}/{epochs}")
     train_sums = [train["loss"] * train["n"], train["top1"] * train["n"], train["n"]]
     if distributed.is_running():

@@ -11,7 +11,7 @@ from torch import nn
 
 from helpers.quantize import bit_allocation, quantization
 from helpers.pipeline import config, prune_stages
-from helpers import data, load_compressed, models, pipeline, placement
+from helpers import data, load_compressed, models, pipeline, placement, training
 
 REPO = Path(__file__).resolve().parent.parent
 CLASSES = 4
@@ -213,6 +213,46 @@ def test_dense_control_trains_the_baseline_as_long_with_nothing_pruned(loaders, 
         pipeline.dense_control(models.create("lenet5", CLASSES, 3, 32), train, val,
                                pipeline.settings_for("ci", "lenet5", epochs=1, prune_rounds=2, retrain_epochs=2),
                                tmp_path, device=cpu)
+
+
+def test_distillation_teaches_every_trained_stage_from_the_baseline(loaders, tmp_path, monkeypatch):
+    train, val, test = loaders
+    calls, real_fit = [], training.fit
+
+    def spy(model, *args, **kwargs):
+        calls.append({k: kwargs.get(k) for k in ("teacher", "distill_weight", "distill_temperature")})
+        return real_fit(model, *args, **kwargs)
+
+    monkeypatch.setattr(training, "fit", spy)
+    settings = _pruned_until_plan(loaders, tmp_path, distill_weight=0.5, distill_temperature=3.0)
+    assert calls[0]["teacher"] is None, "the baseline has no teacher"
+    cpu = torch.device("cpu")
+    model = models.create("lenet5", CLASSES, 3, 32)
+    pipeline.prune_and_retrain(model, train, val, settings, tmp_path, device=cpu)
+    pipeline.dense_control(models.create("lenet5", CLASSES, 3, 32), train, val, settings, tmp_path, device=cpu)
+    pipeline.quantize(model, train, val, settings, tmp_path, device=cpu)
+    baseline = torch.load(tmp_path / "baseline.pt", weights_only=True)
+    taught = calls[1:]
+    assert len(taught) == 2 + 2 + 1, "two pruning rounds, two control rounds, centroid fine-tuning"
+    for call in taught:
+        assert call["distill_weight"] == 0.5 and call["distill_temperature"] == 3.0
+        for name, value in call["teacher"].state_dict().items():
+            assert torch.equal(value, baseline[name]), name
+
+
+def test_a_dense_control_taught_only_by_its_baseline_stays_the_baseline(loaders, tmp_path):
+    # the known answer: student = teacher at the start, so the soft term has no gradient, and
+    # without weight decay nothing moves the weights
+    train, val, test = loaders
+    settings = pipeline.settings_for("ci", "lenet5", epochs=1, prune_rounds=2, retrain_epochs=1,
+                                     distill_weight=1.0, weight_decay=0.0)
+    cpu = torch.device("cpu")
+    pipeline.train_baseline(models.create("lenet5", CLASSES, 3, 32), train, val, settings, tmp_path, device=cpu)
+    model = models.create("lenet5", CLASSES, 3, 32)
+    pipeline.dense_control(model, train, val, settings, tmp_path, device=cpu)
+    baseline = torch.load(tmp_path / "baseline.pt", weights_only=True)
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(value, baseline[name], rtol=0, atol=1e-6, msg=name)
 
 
 def _pruned_until_plan(loaders, out, **overrides):

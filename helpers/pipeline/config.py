@@ -101,6 +101,11 @@ class Profile:
     min_bits: int = 2
     quant_epochs: dict = field(default_factory=lambda: _per_model(2, 2, 1, 1, 1))
     quant_lr_factor: float = 0.01                    # centroid fine-tuning lr = baseline lr x this
+    # knowledge distillation (helpers.distillation): the pruning rounds, the dense control and the
+    # centroid fine-tuning learn from the fine-tuned baseline's softened outputs as well as from the
+    # labels, with this weight on the teacher (0 = labels only, the paper) at this temperature
+    distill_weight: float = 0.0
+    distill_temperature: float = 4.0
     # data-parallel processes for the training stages (torch.distributed; 1 = this process only)
     world_size: int = 1
     # autocast in training and evaluation: "auto" (bf16, else fp16, on CUDA; fp32 elsewhere),
@@ -143,7 +148,8 @@ class Profile:
                 "compact_storage": self.compact_storage,
                 "bits_tolerance": self.bits_tolerance,
                 "bits_loss_tolerance": self.bits_loss_tolerance, "min_bits": self.min_bits, "quant_epochs": pick(self.quant_epochs),
-                "quant_lr_factor": self.quant_lr_factor, "world_size": self.world_size,
+                "quant_lr_factor": self.quant_lr_factor, "distill_weight": self.distill_weight,
+                "distill_temperature": self.distill_temperature, "world_size": self.world_size,
                 "precision": self.precision, "threads": self.threads, "channels_last": self.channels_last}
 
     def to_dict(self) -> dict:

@@ -16,7 +16,7 @@ from ..prune import dead_units, pruning, sensitivity, stopping
 from .. import models, placement, reporting, training
 from ..io import atomic_torch_save
 from .resume import begin, finished, require
-from .stage_common import _fit, _reset, _save_record, _say, _test, prunable_layers, scan_loader
+from .stage_common import _fit, _reset, _save_record, _say, _teacher, _test, prunable_layers, scan_loader
 
 
 def plan_pruning(model, val_loader, settings, out_dir, *, device=None) -> dict:
@@ -80,12 +80,13 @@ def prune_and_retrain(model, train_loader, val_loader, settings, out_dir, *, tes
     baseline_val = baseline["top1"]
     # rounds past the plan are decided on the same images as the baseline's (helpers.prune.stopping)
     reference = copy.deepcopy(model).eval() if settings["extra_rounds"] > 0 else None
+    teacher = _teacher(model, settings)
     schedule = pruning.sparsity_schedule(plan["targets"], settings["prune_rounds"])
     rounds = [_one_round(model, r, targets, train_loader, val_loader, settings, out_dir, device,
-                         reference=reference if r == len(schedule) else None)
+                         reference=reference if r == len(schedule) else None, teacher=teacher)
               for r, targets in enumerate(schedule, 1)]
     rounds += _further_rounds(model, plan["targets"], reference, rounds[-1], train_loader, val_loader, settings,
-                              out_dir, device)
+                              out_dir, device, teacher)
     dead = dead_units.remove_dead_units(model, next(iter(val_loader))[0].to(device)) \
         if settings["remove_dead_units"] else None
     record = {**_test(model, test_loader, device), "kept_fraction": pruning.total_kept_fraction(model),
@@ -106,7 +107,7 @@ def _decision(record: dict, settings: dict) -> dict:
 
 
 def _further_rounds(model, planned, reference, last_planned, train_loader, val_loader, settings, out_dir,
-                    device) -> list[dict]:
+                    device, teacher=None) -> list[dict]:
     """Rounds past the plan (``extra_rounds``): each keeps ``extra_keep`` of every pruned layer's
     survivors while the round's paired comparison with the baseline (``reference``) allows
     (``_decision``). The first round that it does not is undone (the previous round's weights come
@@ -122,7 +123,7 @@ def _further_rounds(model, planned, reference, last_planned, train_loader, val_l
     for step, targets in enumerate(pruning.further_schedule(planned, settings["extra_keep"],
                                                             settings["extra_rounds"]), 1):
         record = _one_round(model, first + step, targets, train_loader, val_loader, settings, out_dir, device,
-                            reference=reference)
+                            reference=reference, teacher=teacher)
         decision = _decision(record, settings)
         records.append({**record, "extra": True, "accepted": decision["accepted"], "decision": decision})
         if not decision["accepted"]:
@@ -145,7 +146,7 @@ def _evidence_line(decision: dict) -> str:
 
 
 def _one_round(model, r, targets, train_loader, val_loader, settings, out_dir, device, name="pruned",
-               reference=None) -> dict:
+               reference=None, teacher=None) -> dict:
     """Round ``r``: prune to ``targets`` (None: prune nothing, the dense control), then retrain. With a
     ``reference`` (the baseline), the record also holds the two models' paired validation counts."""
     done = out_dir / f"{name}_round{r}.pt"
@@ -162,7 +163,7 @@ def _one_round(model, r, targets, train_loader, val_loader, settings, out_dir, d
     after_pruning = training.evaluate(model, val_loader, device)["top1"]
     history = _fit(model, train_loader, val_loader, settings["retrain_epochs"], device, settings, f"{name} round {r}",
                    lr=settings["lr"] * settings["retrain_lr_factor"], weight_decay=settings["weight_decay"],
-                   checkpoint=out_dir / f"{name}_round{r}_checkpoint.pt", seed_offset=r)
+                   checkpoint=out_dir / f"{name}_round{r}_checkpoint.pt", seed_offset=r, teacher=teacher)
     record = {"round": r, "kept": pruning.total_kept_fraction(model), "after_pruning": after_pruning,
               "after_retraining": history[-1]["val_top1"] if history else after_pruning, "history": history,
               **placement.last_bit_conditions()}
@@ -192,7 +193,9 @@ def dense_control(model, train_loader, val_loader, settings, out_dir, *, test_lo
     training.load_checkpoint_weights(require(out_dir, "baseline.pt", "train_baseline (notebook 02)"), model)
     model.to(device)
     # as many rounds as pruning may run (the planned ones and every extra one): trained at least as long
-    rounds = [_one_round(model, r, None, train_loader, val_loader, settings, out_dir, device, name="dense_control")
+    teacher = _teacher(model, settings)  # the same loss as the pruning rounds', if they distil
+    rounds = [_one_round(model, r, None, train_loader, val_loader, settings, out_dir, device, name="dense_control",
+                         teacher=teacher)
               for r in range(1, settings["prune_rounds"] + settings["extra_rounds"] + 1)]
     record = {**_test(model, test_loader, device), "size_bytes": models.dense_size_bytes(model),
               "epochs": len(rounds) * settings["retrain_epochs"],

@@ -30,10 +30,11 @@ STAGE_SETTINGS = {
     "scan": ("sensitivity_sparsities", "eval_batches"),
     "plan": ("sensitivity_tolerance", "target_kept", "budget_allocation"),
     "pruned": ("prune_rounds", "retrain_epochs", "retrain_lr_factor", "extra_rounds", "extra_keep", "stop_tolerance",
-               "stop_loss_tolerance", "stop_z", "remove_dead_units"),
-    "dense_control": ("prune_rounds", "retrain_epochs", "retrain_lr_factor", "extra_rounds"),
+               "stop_loss_tolerance", "stop_z", "remove_dead_units", "distill_weight", "distill_temperature"),
+    "dense_control": ("prune_rounds", "retrain_epochs", "retrain_lr_factor", "extra_rounds", "distill_weight",
+                      "distill_temperature"),
     "quantized": ("conv_bits", "fc_bits", "quant_epochs", "quant_lr_factor", "bit_allocation", "bits_tolerance",
-                  "bits_loss_tolerance", "min_bits", "compact_storage"),
+                  "bits_loss_tolerance", "min_bits", "compact_storage", "distill_weight", "distill_temperature"),
     "int8": (),
     "compressed": (),
 }
@@ -42,7 +43,7 @@ SETTING_DEFAULTS = {"trained": False, "pretrained": False, "world_size": 1, "pre
                     "stop_tolerance": 0.0, "stop_loss_tolerance": None, "stop_z": None,
                     "remove_dead_units": False, "bit_allocation": "fixed", "bits_tolerance": 0.005, "min_bits": 2,
                     "bits_loss_tolerance": None,
-                    "compact_storage": False}
+                    "compact_storage": False, "distill_weight": 0.0, "distill_temperature": 4.0}
 # stages cheap enough to redo: a record with other settings is overwritten, not refused
 RECOMPUTED = {"plan", "int8", "compressed"}
 UPSTREAM = {"baseline": None, "scan": "baseline", "plan": "scan", "pruned": "plan", "quantized": "pruned",

@@ -3,6 +3,7 @@ and which layers pruning may touch (see ``helpers.pipeline`` for the stages them
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import torch
@@ -32,11 +33,22 @@ def _say(settings: dict, stage: str, message: str) -> None:
     progress.emit(f"{settings.get('model_name', 'model')} {stage}  {message}")
 
 
-def _fit(model, train_loader, val_loader, epochs, device, settings, stage, **kwargs):
+def _fit(model, train_loader, val_loader, epochs, device, settings, stage, teacher=None, **kwargs):
+    """``training.fit`` with the stage's settings; ``teacher`` (see ``_teacher``) distils when set."""
     extra = {k: settings[k] for k in ("world_size", "precision") if settings.get(k, SETTING_DEFAULTS[k]) != SETTING_DEFAULTS[k]}
+    if teacher is not None:
+        extra.update(teacher=teacher, distill_weight=settings["distill_weight"],
+                     distill_temperature=settings["distill_temperature"])
     log = progress.fit_logger(f"{settings.get('model_name', 'model')} {stage}", epochs)
     return training.fit(model, train_loader, val_loader, epochs, device, seed=settings["seed"] + kwargs.pop("seed_offset", 0),
                         log=log, progress=False, **kwargs, **extra)
+
+
+def _teacher(baseline: nn.Module, settings: dict) -> nn.Module | None:
+    """A frozen copy of the fine-tuned ``baseline`` to distil from, or None when ``distill_weight`` is 0."""
+    if settings.get("distill_weight", SETTING_DEFAULTS["distill_weight"]) == 0:
+        return None
+    return copy.deepcopy(baseline).eval().requires_grad_(False)
 
 
 def _reset(model: nn.Module) -> nn.Module:

@@ -44,7 +44,7 @@ from .lock import RunLock
 # exports all the stages)
 from .prune_stages import dense_control, plan_pruning, prune_and_retrain
 from .resume import begin, dense_parameter_bytes, finished, require
-from .stage_common import _fit, _reset, _save_record, _say, _test, scan_loader
+from .stage_common import _fit, _reset, _save_record, _say, _teacher, _test, scan_loader
 
 
 # ----------------------------------------------------------------------------- stages
@@ -108,6 +108,10 @@ def quantize(model, train_loader, val_loader, settings, out_dir, *, test_loader=
                                                                   weights_only=True))
         model.to(device)
         return done
+    teacher = None
+    if settings.get("distill_weight", 0) > 0:  # the fine-tuned dense baseline teaches the centroids
+        training.load_checkpoint_weights(require(out_dir, "baseline.pt", "train_baseline (notebook 02)"), model)
+        teacher = _teacher(model.to(device), settings)
     pruning.load_pruned_state_dict(model, torch.load(pruned_path, map_location="cpu", weights_only=True))
     model.to(device)
     sweep_result = bits_sweep(model, scan_loader(val_loader, settings, device), device) if sweep else None
@@ -119,7 +123,7 @@ def quantize(model, train_loader, val_loader, settings, out_dir, *, test_loader=
     before_test = _test(model, test_loader, device).get("test_accuracy")
     history = _fit(model, train_loader, val_loader, settings["quant_epochs"], device, settings, "quantize",
                    lr=settings["lr"] * settings["quant_lr_factor"], weight_decay=0.0,
-                   checkpoint=out_dir / "quantized_checkpoint.pt", seed_offset=100)
+                   checkpoint=out_dir / "quantized_checkpoint.pt", seed_offset=100, teacher=teacher)
     after = training.evaluate(model, val_loader, device)["top1"]
     rounded = compact.compact(model, lambda m: training.evaluate(m, val_loader, device)["top1"], accuracy=after) \
         if settings["compact_storage"] else {}

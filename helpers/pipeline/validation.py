@@ -123,6 +123,8 @@ def rules() -> dict:
         "fc_bits": integer(1, 16),
         "quant_epochs": integer(1),
         "quant_lr_factor": number(0, None, low_open=True),
+        "distill_weight": number(0, 1),
+        "distill_temperature": number(0, 100, low_open=True),
         "world_size": integer(1, 4096),
         "precision": one_of(PRECISIONS),
         "threads": optional(integer(1, 1024)),
