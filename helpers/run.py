@@ -19,6 +19,7 @@ import json
 import os
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from .pipeline import config, progress
@@ -31,6 +32,7 @@ from .pipeline.resume import remove_intermediate
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 RUN_LEVEL_FIRST, RUN_LEVEL_LAST = ("01",), ("07",)
 LOG_NAME = "runner.log"
+WAIT_POLICY = "OMP_WAIT_POLICY"  # read by OpenMP when a process starts (see kernel_wait_policy)
 
 
 def notebooks(selected=None) -> list[Path]:
@@ -158,6 +160,29 @@ def check_arguments(parser, args) -> tuple[str, Path, dict]:
     return profile, run_dir, overrides
 
 
+@contextmanager
+def kernel_wait_policy():
+    """The kernels started inside (and their DDP ranks) get ``OMP_WAIT_POLICY=PASSIVE`` unless the
+    environment already sets it; the variable is restored afterwards.
+
+    OpenMP's waiting threads then sleep instead of spinning, which costs nothing on an idle machine
+    and much when another process holds a core: one SGD step on 2 threads, default -> PASSIVE, was
+    0.029 -> 0.028 s (LeNet-5), 0.63 -> 0.58 (AlexNet 64 px), 1.30 -> 1.33 (EfficientNet-Lite0 160 px)
+    idle and 0.135 -> 0.047, 1.20 -> 1.00, 3.38 -> 2.23 s beside one busy process, ending at the same
+    weights to the bit (``python benchmarks/bench_wait_policy.py --busy 0`` and ``--busy 1``, commit
+    1343cd3, the runs of this machine paused meanwhile).
+    """
+    before = os.environ.get(WAIT_POLICY)
+    os.environ.setdefault(WAIT_POLICY, "PASSIVE")
+    try:
+        yield os.environ[WAIT_POLICY]
+    finally:
+        if before is None:
+            os.environ.pop(WAIT_POLICY, None)
+        else:
+            os.environ[WAIT_POLICY] = before
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -178,7 +203,8 @@ def main(argv=None) -> int:
             for path in remove_stale_temp_files(run_dir):
                 log(f"[run] removed {path}, left by an interrupted write")
             try:
-                return run_all(args, profile, run_dir, overrides, log, log_file)
+                with kernel_wait_policy():
+                    return run_all(args, profile, run_dir, overrides, log, log_file)
             except KeyboardInterrupt:
                 # the kernel dies with Ctrl-C; nbclient's cell task then fails with DeadKernelError,
                 # which asyncio would print as a traceback ("Task exception was never retrieved")

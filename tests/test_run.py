@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 
@@ -258,3 +259,19 @@ def test_the_closing_summary_names_accuracy_size_ratio_the_file_and_next_command
     for command in ("dc-predict", "dc-evaluate", "--dataset digits", "dc-report"):
         assert command in lines
     assert run.summary_lines(tmp_path, ["never_ran"], "digits") == []
+
+
+def test_the_kernels_get_a_sleeping_openmp_wait_policy_unless_one_is_set(tmp_path, monkeypatch):
+    # OpenMP reads OMP_WAIT_POLICY when a kernel starts: the runner sets it in the environment the
+    # kernels inherit (benchmarks/bench_wait_policy.py measures why), keeps the user's, and restores it
+    from helpers import run
+
+    seen = []
+    monkeypatch.setattr(run, "execute", lambda *args: seen.append(os.environ.get("OMP_WAIT_POLICY")) or 0.0)
+    arguments = ["--dataset", "digits", "--model", "lenet300", "--profile", "ci", "--notebooks", "01"]
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    run.main([*arguments, "--out", str(tmp_path / "a")])
+    assert seen == ["PASSIVE"] and "OMP_WAIT_POLICY" not in os.environ
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    run.main([*arguments, "--out", str(tmp_path / "b")])
+    assert seen == ["PASSIVE", "ACTIVE"] and os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
