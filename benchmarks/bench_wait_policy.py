@@ -3,7 +3,7 @@ against ``OMP_WAIT_POLICY=PASSIVE``.
 
 torch's intra-op threads are an OpenMP team. Between parallel regions the default policy keeps the
 waiting threads spinning for a while; when another process holds a core, a spinning thread takes
-turns with the one that has work, and a step can take several times as long as on one thread.
+turns with the one that has work, and a step can take several times as long (docs/benchmarks.md).
 ``PASSIVE`` puts waiting threads to sleep at once. OpenMP reads the variable when it starts, so each
 policy runs in its own child process, the two alternating round after round (a machine shared with
 other jobs slows both alike). Each child times ``--steps`` SGD steps (fp32, 23 classes, random data,
