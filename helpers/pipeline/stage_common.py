@@ -12,7 +12,7 @@ from torch import nn
 from .. import data, models, placement, reporting, training
 from . import progress
 from ..quantize import quantization
-from .resume import SETTING_DEFAULTS
+from .resume import SETTING_DEFAULTS, require
 
 MIN_PRUNABLE_WEIGHTS = 256
 
@@ -44,11 +44,15 @@ def _fit(model, train_loader, val_loader, epochs, device, settings, stage, teach
                         log=log, progress=False, **kwargs, **extra)
 
 
-def _teacher(baseline: nn.Module, settings: dict) -> nn.Module | None:
-    """A frozen copy of the fine-tuned ``baseline`` to distil from, or None when ``distill_weight`` is 0."""
+def _teacher(model: nn.Module, settings: dict, out_dir: Path | None = None) -> nn.Module | None:
+    """A frozen copy of ``model`` to distil from, or None when ``distill_weight`` is 0. ``model`` holds
+    the fine-tuned baseline, or, with ``out_dir``, its copy is given the run folder's baseline.pt."""
     if settings.get("distill_weight", SETTING_DEFAULTS["distill_weight"]) == 0:
         return None
-    return copy.deepcopy(baseline).eval().requires_grad_(False)
+    teacher = copy.deepcopy(model)
+    if out_dir is not None:
+        training.load_checkpoint_weights(require(out_dir, "baseline.pt", "train_baseline (notebook 02)"), teacher)
+    return teacher.eval().requires_grad_(False)
 
 
 def _reset(model: nn.Module) -> nn.Module:

@@ -108,10 +108,8 @@ def quantize(model, train_loader, val_loader, settings, out_dir, *, test_loader=
                                                                   weights_only=True))
         model.to(device)
         return done
-    teacher = None
-    if settings.get("distill_weight", 0) > 0:  # the fine-tuned dense baseline teaches the centroids
-        training.load_checkpoint_weights(require(out_dir, "baseline.pt", "train_baseline (notebook 02)"), model)
-        teacher = _teacher(model.to(device), settings)
+    # the fine-tuned dense baseline teaches the centroids, if the settings distil
+    teacher = _teacher(model, settings, out_dir)
     pruning.load_pruned_state_dict(model, torch.load(pruned_path, map_location="cpu", weights_only=True))
     model.to(device)
     sweep_result = bits_sweep(model, scan_loader(val_loader, settings, device), device) if sweep else None
