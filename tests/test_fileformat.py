@@ -565,7 +565,7 @@ def test_header_is_compact_deflated_json(small_file):
     blob = small_file[3]
     version, _, hlen = struct.unpack("<HHI", blob[8:16])
     text = zlib.decompress(blob[16:16 + hlen])
-    assert version == F.VERSION == 5 and hlen < len(text) / 2
+    assert version == F.VERSION == 6 and hlen < len(text) / 2
     assert text == json.dumps(json.loads(text), separators=(",", ":")).encode()  # no spaces
 
 
@@ -684,8 +684,8 @@ def test_version_1_files_still_read_and_rewrite_as_the_current_version(tmp_path)
     new = F.read_compressed(again)
     assert_same_layers(q, new.layers["fc"])
     assert new.layers["fc"].codebook.numel() == 6  # 0.0 and -0.0 (entries 2 and 7) were unused
-    with pytest.raises(CompressedFileError, match="version 6"):
-        F.parse(blob[:8] + struct.pack("<H", 6) + blob[10:])
+    with pytest.raises(CompressedFileError, match="version 7"):
+        F.parse(blob[:8] + struct.pack("<H", 7) + blob[10:])
 
 
 # A version-2 file (compressed JSON header, Huffman streams only), written by the version-2 writer
@@ -827,7 +827,7 @@ def test_version_4_files_still_read():
     assert torch.equal(got.tensors["fc.bias"], torch.tensor([0.125, -2.0, 7.0]))
     layers = {name: s.to_quantized() for name, s in got.layers.items()}
     again = F.encode_file(got.header["create_args"], layers, got.tensors, got.header["metadata"])
-    assert struct.unpack("<H", again[8:10])[0] == F.VERSION == 5
+    assert struct.unpack("<H", again[8:10])[0] == F.VERSION == 6
     assert "cabac" in F.parse(again).header["layers"][0] and len(again) < len(blob)
     streams = F.encode_file(got.header["create_args"], layers, got.tensors, got.header["metadata"],
                             coders=("huffman", "rans"))
@@ -859,6 +859,48 @@ def test_biases_on_an_int8_grid_are_stored_in_a_byte_each_and_read_back_exactly(
     start = 20 + struct.unpack("<I", bytes(blob[12:16]))[0]
     with pytest.raises(CompressedFileError, match="int8 storage of a float64 tensor"):
         F.parse(frame(hz, bytes(blob[start:len(blob) - 8])))
+
+
+def _with_header(blob: bytes, edit, version=F.VERSION) -> bytes:
+    """``blob`` with its header JSON changed by ``edit`` (and the version field set), CRCs valid."""
+    header = F.parse(blob).header
+    edit(header)
+    hz = zlib.compress(json.dumps(header, separators=(",", ":")).encode(), 9)
+    start = 20 + struct.unpack("<I", blob[12:16])[0]
+    return frame(hz, blob[start:len(blob) - 8], version)
+
+
+def test_float32_tensors_exact_in_float16_are_stored_in_two_bytes_and_read_back_to_the_bit():
+    layers = v3_layers()
+    gen = torch.Generator().manual_seed(0)
+    half_exact = torch.randn(40, generator=gen).half().float()
+    half_exact[:2] = torch.tensor([-0.0, 65504.0])  # the sign of zero and float16's largest value survive
+    plain = half_exact.clone()
+    plain[5] += 1e-6  # one value off the float16 grid: the whole tensor stays float32
+    sizes = {}
+    for name, t in (("half", half_exact), ("plain", plain), ("short", half_exact[:15])):
+        blob = F.encode_file({}, layers, {"bn.running_var": t})
+        got = F.parse(blob)
+        assert got.tensors["bn.running_var"].dtype == torch.float32
+        assert torch.equal(got.tensors["bn.running_var"].view(torch.int32), t.view(torch.int32))
+        sizes[name] = got.header["tensors"][0]["length"]
+        assert ("float16" in got.header["tensors"][0]) == (name == "half")
+    assert sizes == {"half": 80, "plain": 160, "short": 60}, "under 16 values the header key costs more"
+    int8_exact = torch.arange(-20.0, 20.0) / 4  # int8 x 2**-2 is also float16: the smaller storage wins
+    assert F.parse(F.encode_file({}, layers, {"b": int8_exact})).header["tensors"][0]["length"] == 40
+
+
+@pytest.mark.parametrize("edit, version, message", [
+    (lambda h: h["tensors"][0].update(dtype="float64"), F.VERSION, "float16 storage of a float64 tensor"),
+    (lambda h: h["tensors"][0].update(float16=1), F.VERSION, "float16 storage of a float32 tensor"),
+    (lambda h: h["tensors"][0].update(int8_exponent=0), F.VERSION, "float16 storage of a float32 tensor"),
+    (lambda h: None, 5, "float16 storage of a float32 tensor")])
+def test_float16_storage_is_refused_where_the_format_does_not_allow_it(edit, version, message):
+    weight = torch.randn(33, generator=torch.Generator().manual_seed(1)).half().float()
+    blob = F.encode_file({}, v3_layers(), {"bn.weight": weight})
+    assert F.parse(blob).header["tensors"][0]["float16"] is True
+    with pytest.raises(CompressedFileError, match=message):
+        F.parse(_with_header(blob, edit, version))
 
 
 def test_unused_codebook_entries_are_dropped_and_weights_kept_bit_for_bit(tmp_path):

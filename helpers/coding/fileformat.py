@@ -35,7 +35,7 @@ it wins nearly every large stream (see ``benchmarks/bench_fileformat.py`` for th
 File layout (all integers little-endian)::
 
     0   8 B  magic  b"\\x89DCZ\\r\\n\\x1a\\n"  (PNG-style: detects text-mode mangling)
-    8   2 B  format version (5);  10  2 B  reserved, 0;  12  4 B  H = header length
+    8   2 B  format version (6);  10  2 B  reserved, 0;  12  4 B  H = header length
     16  H B  header: a zlib stream (level 9) of compact UTF-8 JSON: create_args, metadata
              (class_names, image_size, mean, std, ...), sync_interval (Huffman), lane_symbols
              (rANS), data_bytes, per layer its name, shape, bits, gap_bits, survivors and
@@ -54,10 +54,13 @@ File layout (all integers little-endian)::
              context-coded layer has, instead of its two streams, one section: ``cabac.encode``'s
              bytes, with the index model (``index_context``) in its header entry.
              Raw tensors (biases, ...) in their dtype from an allowlist; a float32 tensor that is
-             exactly int8 x 2**e (biases rounded by ``helpers.quantize.compact``) as int8 plus ``e``.
+             exactly int8 x 2**e (biases rounded by ``helpers.quantize.compact``) as int8 plus ``e``,
+             and one of 16 values or more that is exactly float16 (normalization tensors rounded
+             there) as float16 with ``"float16": true``.
     end-8    b"DCZE" + CRC32 of everything before it.
 
-Version 4 (read, never written) is version 5 without context-coded layers: writing with
+Version 5 (read, never written) is version 6 without float16 raw tensors. Version 4 (read, never
+written) is version 5 without context-coded layers: writing with
 ``coders=("huffman", "rans")`` gives its data region byte for byte. Version 3 is version 4 with
 a crc32 in every section and raw tensors in their own dtype only. Version 2 (read, never written)
 is version 3 with Huffman streams only (no ``coder`` and

@@ -16,8 +16,8 @@ from . import streams as coding
 
 MAGIC = b"\x89DCZ\r\n\x1a\n"
 TRAILER = b"DCZE"
-VERSION = 5
-READABLE_VERSIONS = (1, 2, 3, 4, 5)
+VERSION = 6
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6)
 CODERS = (*coding.CODERS, "cabac")  # per stream: Huffman, rANS; per layer: helpers.coding.cabac
 EXTENSION = ".dcz"
 MAX_HEADER_BYTES = 64 << 20  # the header, compressed and inflated

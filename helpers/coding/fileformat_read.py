@@ -225,10 +225,16 @@ def _declare(buf, max_elements) -> Declared:
         if "int8_exponent" in d:  # version 4: a float32 tensor stored as int8 x 2**exponent
             _need(version >= 4 and d["dtype"] == "float32", f"{where}: int8 storage of a {d['dtype']} tensor")
             exponent = _int(d, "int8_exponent", -156, 127, where)
+        if "float16" in d:  # version 6: a float32 tensor whose values are all exact in float16
+            _need(version >= 6 and d["dtype"] == "float32" and d["float16"] is True and exponent is None,
+                  f"{where}: float16 storage of a {d['dtype']} tensor")
+            ndtype = "<f2"
         raw, _ = _section({"s": d}, "s", where, buf, start, data_bytes, used,
                           math.prod(shape) * (1 if exponent is not None else np.dtype(ndtype).itemsize), crc_required)
         if exponent is not None:
             arr = np.ldexp(np.frombuffer(raw, dtype="i1").astype(np.float32), exponent).astype(np.float32)
+        elif ndtype == "<f2" and tdtype == torch.float32:
+            arr = np.frombuffer(raw, dtype="<f2").astype(np.float32)
         else:
             arr = np.frombuffer(raw, dtype=ndtype).astype(np.dtype(ndtype).newbyteorder("="))
         _need(tdtype != torch.bool or not arr.size or arr.max() <= 1,

@@ -98,21 +98,7 @@ def encode_file(create_args, layers, other_tensors=None, metadata=None, *, gap_b
             for key, section in entry.items():
                 if isinstance(section, bytes):
                     entry[key] = add(section)
-    out_tensors = []
-    for name, t in (other_tensors or {}).items():
-        t = t.detach().cpu().contiguous()
-        dtype = str(t.dtype).removeprefix("torch.")
-        if dtype not in DTYPES:
-            raise ValueError(f"tensor {name}: dtype {t.dtype} is not storable; use one of "
-                             f"{', '.join(DTYPES)}")
-        if t.is_floating_point() and not values_ok(t.float().numpy()):
-            raise ValueError(f"tensor {name} {VALUES_PROBLEM}; retrain or fix the model first")
-        exponent = int8_exponent(t.numpy()) if t.dtype == torch.float32 else None
-        if exponent is not None:  # exactly int8 x 2**exponent (e.g. rounded biases): 1 byte a value
-            arr, extra = np.ldexp(t.numpy(), -exponent).astype("i1"), {"int8_exponent": exponent}
-        else:
-            arr, extra = (t.view(torch.int16) if t.dtype == torch.bfloat16 else t).numpy().astype(DTYPES[dtype][1]), {}
-        out_tensors.append({"name": name, "dtype": dtype, "shape": list(t.shape), **extra, **add(arr.tobytes())})
+    out_tensors = [_raw_tensor_entry(name, t, add) for name, t in (other_tensors or {}).items()]
     header = {"format": "deep-compression", "version": VERSION, "create_args": dict(create_args or {}),
               "metadata": dict(metadata or {}), "sync_interval": sync_interval,
               "lane_symbols": lane_symbols, "data_bytes": size,
@@ -125,6 +111,34 @@ def encode_file(create_args, layers, other_tensors=None, metadata=None, *, gap_b
     head = MAGIC + struct.pack("<HHI", VERSION, 0, len(hzip)) + hzip
     body = b"".join([head, struct.pack("<I", zlib.crc32(head)), *sections, TRAILER])
     return body + struct.pack("<I", zlib.crc32(body))
+
+
+def _raw_tensor_entry(name: str, t: torch.Tensor, add) -> dict:
+    """A raw tensor's header entry, its bytes added to the data region: in its own dtype, or a float32
+    tensor that is exactly int8 x 2**e (biases rounded by ``compact``) as int8 plus ``e``, or one
+    exactly float16 (normalization tensors rounded by ``compact``) as float16: both read back to
+    the same float32 bits."""
+    t = t.detach().cpu().contiguous()
+    dtype = str(t.dtype).removeprefix("torch.")
+    if dtype not in DTYPES:
+        raise ValueError(f"tensor {name}: dtype {t.dtype} is not storable; use one of {', '.join(DTYPES)}")
+    if t.is_floating_point() and not values_ok(t.float().numpy()):
+        raise ValueError(f"tensor {name} {VALUES_PROBLEM}; retrain or fix the model first")
+    exponent = int8_exponent(t.numpy()) if t.dtype == torch.float32 else None
+    if exponent is not None:  # 1 byte a value
+        arr, extra = np.ldexp(t.numpy(), -exponent).astype("i1"), {"int8_exponent": exponent}
+    elif t.dtype == torch.float32 and t.numel() >= 16 and _exact_in_float16(t.numpy()):  # else the key costs more
+        arr, extra = t.numpy().astype("<f2"), {"float16": True}
+    else:
+        arr, extra = (t.view(torch.int16) if t.dtype == torch.bfloat16 else t).numpy().astype(DTYPES[dtype][1]), {}
+    return {"name": name, "dtype": dtype, "shape": list(t.shape), **extra, **add(arr.tobytes())}
+
+
+def _exact_in_float16(values: np.ndarray) -> bool:
+    """Every float32 value survives the round trip through float16 bit for bit (signed zeros too)."""
+    with np.errstate(over="ignore"):
+        back = values.astype("<f2").astype(np.float32)
+    return bool(np.array_equal(back.view(np.int32), np.ascontiguousarray(values, dtype=np.float32).view(np.int32)))
 
 
 def _detached(data: bytes) -> bytes:
@@ -176,8 +190,7 @@ def int8_exponent(values: np.ndarray) -> int | None:
 def _codebook_entry(codebook: np.ndarray, dtype: str, add) -> dict:
     with np.errstate(over="ignore"):
         half = codebook.astype("<f2")
-        exact = np.array_equal(half.astype(np.float32).view(np.int32), codebook.view(np.int32))
-    if dtype == "float16" or (dtype == "auto" and exact and codebook.size >= 16):  # else the key costs more
+    if dtype == "float16" or (dtype == "auto" and codebook.size >= 16 and _exact_in_float16(codebook)):
         if not np.isfinite(half).all():
             raise ValueError("a codebook value is outside float16's range: use codebook_dtype='float32'")
         return {"codebook": add(half.tobytes()), "codebook_dtype": "float16"}

@@ -89,8 +89,9 @@ class Profile:
     # layer first, while validation accuracy (before fine-tuning) stays within bits_tolerance
     # of the fixed widths' (helpers.quantize.bit_allocation), down to min_bits
     bit_allocation: dict = field(default_factory=lambda: _per_model(*["fixed"] * 5))
-    # after fine-tuning, round codebooks to float16 and biases to int8 x 2**e, each kept only when
-    # validation accuracy does not drop (helpers.quantize.compact): ~1.7 KB of a ~20 KB LeNet-5 file
+    # after fine-tuning, round codebooks and normalization tensors to float16 and biases to int8 x 2**e,
+    # each kept only when validation accuracy does not drop (helpers.quantize.compact): ~1.7 KB of a
+    # ~20 KB LeNet-5 file, ~168 KB (BatchNorm) of EfficientNet-Lite0's 1.66 MB
     compact_storage: bool = True
     bits_tolerance: float = 0.005
     # and, when set, while validation loss stays within (1 + bits_loss_tolerance) x the fixed widths':

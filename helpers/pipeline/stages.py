@@ -93,8 +93,8 @@ def bits_sweep(model, loader, device, bit_grid=(1, 2, 3, 4, 5, 6, 8)) -> dict:
 
 def quantize(model, train_loader, val_loader, settings, out_dir, *, test_loader=None, device=None,
              sweep: bool = False) -> dict:
-    """k-means weight sharing, centroid fine-tuning, then float16 codebooks and int8 biases where
-    validation allows (``compact_storage``, ``helpers.quantize.compact``) (notebook 05). Each layer's bits:
+    """k-means weight sharing, centroid fine-tuning, then float16 codebooks and normalization tensors
+    and int8 biases where validation allows (``compact_storage``, ``helpers.quantize.compact``) (notebook 05). Each layer's bits:
     conv_bits / fc_bits, or narrowed per layer (``bit_allocation="greedy"``, ``_allocate_bits``).
 
     ``sweep``: first measure accuracy against bits (``bits_sweep``) on the scan's validation slice.

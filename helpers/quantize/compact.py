@@ -1,10 +1,14 @@
-"""The last fp32 values a small model pays for: codebooks to float16, biases to int8, where free.
+"""The last fp32 values a small model pays for: codebooks to float16, biases to int8, normalization
+tensors to float16, where free.
 
 After pruning and quantization a LeNet's file is ~20 KB, and what is still stored as fp32 starts
 to count: LeNet-5's 580 biases are 2,320 B (int8: 580 B) and its two 8-bit conv codebooks up to
 1 KB each (float16: half). Both roundings change weights, so they are trials: ``compact`` rounds
 one kind, measures validation accuracy, and keeps the rounding only when accuracy does not drop
-(``tolerance``, default 0: nil loss); else the exact values come back.
+(``tolerance``, default 0: nil loss); else the exact values come back. A compressed network with
+BatchNorm pays for its normalization tensors too: EfficientNet-Lite0's 84,032 values are 336 KB
+of a 1.66 MB file in float32, and float16 took that file to 1.49 MB at the same accuracy
+(docs/format.md, ``benchmarks/bench_small_bytes.py``).
 
 The file format stores what the rounding leaves without further loss: a codebook whose entries
 are all exact in float16 as float16 (``fileformat._codebook_entry``, "auto"), a float32 tensor
@@ -51,11 +55,24 @@ def _round_half(values: torch.Tensor) -> torch.Tensor:
     return values.detach().half().float() if finite else values.detach().clone()
 
 
-KINDS = {"biases": (_biases, round_to_int8_grid), "codebooks": (_codebooks, _round_half)}
+# every public normalization layer whose affine parameters and running statistics are float32 tensors
+NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.InstanceNorm1d, nn.InstanceNorm2d,
+         nn.InstanceNorm3d, nn.LayerNorm, nn.GroupNorm)
+
+
+def _norms(model: nn.Module) -> list[torch.Tensor]:
+    """The float32 parameters and buffers (weight, bias, running_mean, running_var) of its normalization layers."""
+    return [t for module in model.modules() if isinstance(module, NORMS)
+            for t in (*module.parameters(recurse=False), *module.buffers(recurse=False))
+            if t.dtype == torch.float32 and t.numel()]
+
+
+KINDS = {"biases": (_biases, round_to_int8_grid), "codebooks": (_codebooks, _round_half),
+         "norms": (_norms, _round_half)}
 
 
 def compact(model: nn.Module, evaluate: Callable[[nn.Module], float], tolerance: float = 0.0,
-            kinds=("codebooks", "biases"), accuracy: float | None = None) -> dict:
+            kinds=("codebooks", "biases", "norms"), accuracy: float | None = None) -> dict:
     """Round each kind in turn, keep it when ``evaluate(model)`` stays within ``tolerance`` of before.
 
     ``model`` is quantized (``quantization.quantize_model``); changed in place. ``accuracy``: what
