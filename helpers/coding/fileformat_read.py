@@ -39,18 +39,36 @@ def _int(d, key, lo, hi, where):
     return v
 
 
-def _section(d, key, where, buf, start, data_bytes, used, length=None, crc_required=True):
-    s = d.get(key) if isinstance(d, dict) else None
-    _need(isinstance(s, dict), f"{where}: section '{key}' missing")
-    off, n = _int(s, "offset", 0, data_bytes, where), _int(s, "length", 0, data_bytes, where)
-    _need(off + n <= data_bytes, f"{where}: section '{key}' lies outside the file")
-    _need(length is None or n == length, f"{where}: section '{key}' has {n} bytes, expected {length}")
-    data = buf[start + off:start + off + n]
-    # versions 1-3 keep a CRC32 per section; version 4 only the file's (checked before any section)
-    _need((not crc_required and "crc32" not in s) or zlib.crc32(data) == _int(s, "crc32", 0, 2**32 - 1, where),
-          f"{where}: section '{key}' fails its CRC32")
-    used.append((off, n))
-    return data, start + off
+@dataclass
+class _Region:
+    """The data region of a file being read: hands out its sections, each checked against the
+    region, and remembers them, so that ``check_tiled`` can demand they fill it exactly."""
+
+    buf: memoryview
+    start: int          # the region's first byte in ``buf``
+    data_bytes: int     # its length
+    crc_required: bool  # versions 1-3 keep a CRC32 per section; version 4 on only the file's
+    used: list          # (offset, length) of every section handed out
+
+    def section(self, d, key, where, length=None):
+        """The bytes of section ``d[key]`` and their position in ``buf``."""
+        s = d.get(key) if isinstance(d, dict) else None
+        _need(isinstance(s, dict), f"{where}: section '{key}' missing")
+        off, n = _int(s, "offset", 0, self.data_bytes, where), _int(s, "length", 0, self.data_bytes, where)
+        _need(off + n <= self.data_bytes, f"{where}: section '{key}' lies outside the file")
+        _need(length is None or n == length, f"{where}: section '{key}' has {n} bytes, expected {length}")
+        data = self.buf[self.start + off:self.start + off + n]
+        _need((not self.crc_required and "crc32" not in s)
+              or zlib.crc32(data) == _int(s, "crc32", 0, 2**32 - 1, where), f"{where}: section '{key}' fails its CRC32")
+        self.used.append((off, n))
+        return data, self.start + off
+
+    def check_tiled(self):
+        end = 0
+        for off, n in sorted(self.used):  # sections must tile the data region exactly
+            _need(off == end, "sections overlap or leave gaps")
+            end += n
+        _need(end == self.data_bytes, "sections do not fill the data region")
 
 
 def _inflate_header(data: bytes) -> bytes:
@@ -138,6 +156,39 @@ def _guarded(fn):
 
 
 def _declare(buf, max_elements) -> Declared:
+    version, header, region = _read_header(buf)
+    sync = _int(header, "sync_interval", 1, (1 << 16) // huffman.MAX_CODE_LEN - 1, "header")
+    lane_symbols = _int(header, "lane_symbols", 1, (1 << 16) - 3, "header") if version >= 3 else 1
+    for key in ("create_args", "metadata"):
+        _need(isinstance(header.get(key), dict), f"header: '{key}' must be an object")
+    _check_metadata(header["metadata"], header["create_args"].get("in_channels"))
+    layer_list, tensor_list = header.get("layers"), header.get("tensors")
+    _need(isinstance(layer_list, list) and isinstance(tensor_list, list),
+          "header: 'layers' or 'tensors' missing")
+    specs, metas, total = [], [], 0
+    for i, d in enumerate(layer_list):
+        _need(isinstance(d, dict) and isinstance(d.get("name"), str), f"layer {i}: no name")
+        _need(all(m[0] != d["name"] for m in metas), f"header repeats layer {d['name']!r}")
+        meta, streams = _declare_layer(d, version, region, max_elements - total, max_elements, sync, lane_symbols)
+        total += math.prod(meta[1])
+        metas.append(meta)
+        specs += streams
+    tensors = {}
+    for i, d in enumerate(tensor_list):
+        name, tensors[name] = _declare_tensor(d, f"tensor {i}", version, region)
+    _need(len(tensors) == len(tensor_list), "header repeats a tensor name")
+    twice = sorted({f"{m[0]}.weight" for m in metas} & set(tensors))
+    _need(not twice, f"the file stores {twice[:3]} twice, as a layer and as a raw tensor: which one "
+          "holds the weight is ambiguous, so the file is refused (re-save the model with one of them)")
+    region.check_tiled()
+    size = len(buf)
+    return Declared(header, {m[0]: m[1] for m in metas}, tensors, size,
+                    lambda: _decode(buf, header, specs, metas, tensors, sync, lane_symbols, size))
+
+
+def _read_header(buf) -> tuple[int, dict, _Region]:
+    """The format version, the header's JSON and the data region, every fixed field, length and CRC32
+    checked (the file's CRC32 too, before any section is read)."""
     size = len(buf)
     _need(size >= 16 and bytes(buf[:8]) == MAGIC, "not a Deep Compression file (bad magic bytes)")
     version, reserved, hlen = struct.unpack("<HHI", buf[8:16])
@@ -163,97 +214,75 @@ def _declare(buf, max_elements) -> Declared:
           f"file is {size} bytes, its header says {start + data_bytes + 8}: truncated?")
     _need(bytes(buf[size - 8:size - 4]) == TRAILER, "missing end marker")
     _need(struct.unpack("<I", buf[size - 4:])[0] == zlib.crc32(buf[:size - 4]), "file fails its CRC32")
-    sync = _int(header, "sync_interval", 1, (1 << 16) // huffman.MAX_CODE_LEN - 1, "header")
-    lane_symbols = _int(header, "lane_symbols", 1, (1 << 16) - 3, "header") if version >= 3 else 1
-    for key in ("create_args", "metadata"):
-        _need(isinstance(header.get(key), dict), f"header: '{key}' must be an object")
-    _check_metadata(header["metadata"], header["create_args"].get("in_channels"))
-    layer_list, tensor_list = header.get("layers"), header.get("tensors")
-    _need(isinstance(layer_list, list) and isinstance(tensor_list, list),
-          "header: 'layers' or 'tensors' missing")
-    used, specs, metas, total, crc_required = [], [], [], 0, version < 4
-    for i, d in enumerate(layer_list):
-        where = f"layer {i}"
-        _need(isinstance(d, dict) and isinstance(d.get("name"), str), f"{where}: no name")
-        where = f"layer {d['name']!r}"
-        _need(all(m[0] != d["name"] for m in metas), f"header repeats layer {d['name']!r}")
-        shape = d.get("shape")
-        _need(isinstance(shape, list) and len(shape) <= 8 and all(type(x) is int and 0 <= x <= max_elements
-                                                                   for x in shape), f"{where}: bad shape")
-        numel = math.prod(shape)
-        total += numel
-        _need(total <= max_elements,
-              f"{where}: more than {max_elements} weights in all (raise max_elements)")
-        bits, g = _int(d, "bits", 1, 16, where), _int(d, "gap_bits", 1, 16, where)
-        n = _int(d, "survivors", 0, numel, where)
-        cb, _ = _section(d, "codebook", where, buf, start, data_bytes, used, crc_required=crc_required)
-        half = version >= 3 and "codebook_dtype" in d
-        _need(not half or d["codebook_dtype"] == "float16", f"{where}: bad codebook_dtype")
-        width = 2 if half else 4
-        k = len(cb) // width
-        _need(len(cb) % width == 0 and k <= 1 << bits, f"{where}: codebook size does not match bits")
-        codebook = np.frombuffer(cb, dtype="<f2" if half else "<f4").astype(np.float32)
-        _need(values_ok(codebook), f"{where}: codebook {VALUES_PROBLEM}")
-        if "cabac" in d:  # version 5: the layer context-coded as a whole (helpers.coding.cabac)
-            _need(version >= 5 and "index" not in d and "gap" not in d, f"{where}: 'cabac' with streams")
-            e = d["cabac"]
-            _need(isinstance(e, dict) and set(e) == {"index_context", "data"}
-                  and e["index_context"] in cabac.INDEX_CONTEXTS and type(e["index_context"]) is int,
-                  f"{where}: bad 'cabac' entry")
-            _need(numel <= cabac.MAX_POSITIONS and n > 0, f"{where}: a context-coded layer of {numel} "
-                  f"weights and {n} survivors")
-            raw, _ = _section(e, "data", where, buf, start, data_bytes, used, None, crc_required)
-            metas.append((d["name"], tuple(shape), bits, g, n, codebook, (raw, e["index_context"])))
-            continue
-        for key, alphabet, count_range in (("index", k, (n, n)), ("gap", 1 << g, (n, numel))):
-            specs.append(coding.read_stream(
-                d.get(key), f"{where} {key} stream", alphabet, count_range, version,
-                lambda e, key, w, length=None: _section(e, key, w, buf, start, data_bytes, used, length,
-                                                        crc_required),
-                _need, data_bytes, sync, lane_symbols))
-        metas.append((d["name"], tuple(shape), bits, g, n, codebook, None))
-    tensors = {}
-    for i, d in enumerate(tensor_list):
-        where = f"tensor {i}"
-        _need(isinstance(d, dict) and isinstance(d.get("name"), str) and d.get("dtype") in DTYPES,
-              f"{where}: bad name or dtype")
-        shape = d.get("shape")
-        _need(isinstance(shape, list) and len(shape) <= 8 and all(type(x) is int and 0 <= x <= size
-                                                                   for x in shape), f"{where}: bad shape")
-        tdtype, ndtype = DTYPES[d["dtype"]]
-        exponent = None
-        if "int8_exponent" in d:  # version 4: a float32 tensor stored as int8 x 2**exponent
-            _need(version >= 4 and d["dtype"] == "float32", f"{where}: int8 storage of a {d['dtype']} tensor")
-            exponent = _int(d, "int8_exponent", -156, 127, where)
-        if "float16" in d:  # version 6: a float32 tensor whose values are all exact in float16
-            _need(version >= 6 and d["dtype"] == "float32" and d["float16"] is True and exponent is None,
-                  f"{where}: float16 storage of a {d['dtype']} tensor")
-            ndtype = "<f2"
-        raw, _ = _section({"s": d}, "s", where, buf, start, data_bytes, used,
-                          math.prod(shape) * (1 if exponent is not None else np.dtype(ndtype).itemsize), crc_required)
-        if exponent is not None:
-            arr = np.ldexp(np.frombuffer(raw, dtype="i1").astype(np.float32), exponent).astype(np.float32)
-        elif ndtype == "<f2" and tdtype == torch.float32:
-            arr = np.frombuffer(raw, dtype="<f2").astype(np.float32)
-        else:
-            arr = np.frombuffer(raw, dtype=ndtype).astype(np.dtype(ndtype).newbyteorder("="))
-        _need(tdtype != torch.bool or not arr.size or arr.max() <= 1,
-              f"{where}: bool tensor holds other values")
-        t = torch.from_numpy(arr.astype(bool) if tdtype == torch.bool else arr)
-        t = (t.view(torch.bfloat16) if tdtype == torch.bfloat16 else t).reshape(shape)
-        _need(not t.is_floating_point() or values_ok(t.float().numpy()), f"{where} {d['name']!r}: {VALUES_PROBLEM}")
-        tensors[d["name"]] = t
-    _need(len(tensors) == len(tensor_list), "header repeats a tensor name")
-    twice = sorted({f"{m[0]}.weight" for m in metas} & set(tensors))
-    _need(not twice, f"the file stores {twice[:3]} twice, as a layer and as a raw tensor: which one "
-          "holds the weight is ambiguous, so the file is refused (re-save the model with one of them)")
-    end = 0
-    for off, n in sorted(used):  # sections must tile the data region exactly
-        _need(off == end, "sections overlap or leave gaps")
-        end += n
-    _need(end == data_bytes, "sections do not fill the data region")
-    return Declared(header, {m[0]: m[1] for m in metas}, tensors, size,
-                    lambda: _decode(buf, header, specs, metas, tensors, sync, lane_symbols, size))
+    return version, header, _Region(buf, start, data_bytes, version < 4, [])
+
+
+def _declare_layer(d, version, region, room, max_elements, sync, lane_symbols) -> tuple[tuple, list]:
+    """A layer's header entry checked: its meta tuple (name, shape, bits, gap_bits, survivors,
+    codebook, context-coded data or None) and the specs of its streams (none if context-coded).
+    ``room``: how many more weights the file may declare in all."""
+    where = f"layer {d['name']!r}"
+    shape = d.get("shape")
+    _need(isinstance(shape, list) and len(shape) <= 8 and all(type(x) is int and 0 <= x <= max_elements
+                                                               for x in shape), f"{where}: bad shape")
+    numel = math.prod(shape)
+    _need(numel <= room, f"{where}: more than {max_elements} weights in all (raise max_elements)")
+    bits, g = _int(d, "bits", 1, 16, where), _int(d, "gap_bits", 1, 16, where)
+    n = _int(d, "survivors", 0, numel, where)
+    cb, _ = region.section(d, "codebook", where)
+    half = version >= 3 and "codebook_dtype" in d
+    _need(not half or d["codebook_dtype"] == "float16", f"{where}: bad codebook_dtype")
+    width = 2 if half else 4
+    k = len(cb) // width
+    _need(len(cb) % width == 0 and k <= 1 << bits, f"{where}: codebook size does not match bits")
+    codebook = np.frombuffer(cb, dtype="<f2" if half else "<f4").astype(np.float32)
+    _need(values_ok(codebook), f"{where}: codebook {VALUES_PROBLEM}")
+    meta = (d["name"], tuple(shape), bits, g, n, codebook)
+    if "cabac" in d:  # version 5: the layer context-coded as a whole (helpers.coding.cabac)
+        _need(version >= 5 and "index" not in d and "gap" not in d, f"{where}: 'cabac' with streams")
+        e = d["cabac"]
+        _need(isinstance(e, dict) and set(e) == {"index_context", "data"}
+              and e["index_context"] in cabac.INDEX_CONTEXTS and type(e["index_context"]) is int,
+              f"{where}: bad 'cabac' entry")
+        _need(numel <= cabac.MAX_POSITIONS and n > 0, f"{where}: a context-coded layer of {numel} "
+              f"weights and {n} survivors")
+        raw, _ = region.section(e, "data", where)
+        return (*meta, (raw, e["index_context"])), []
+    specs = [coding.read_stream(d.get(key), f"{where} {key} stream", alphabet, count_range, version,
+                                region.section, _need, region.data_bytes, sync, lane_symbols)
+             for key, alphabet, count_range in (("index", k, (n, n)), ("gap", 1 << g, (n, numel)))]
+    return (*meta, None), specs
+
+
+def _declare_tensor(d, where, version, region) -> tuple[str, torch.Tensor]:
+    """A raw tensor's header entry checked, and its bytes read (they are as large as it is)."""
+    _need(isinstance(d, dict) and isinstance(d.get("name"), str) and d.get("dtype") in DTYPES,
+          f"{where}: bad name or dtype")
+    shape = d.get("shape")
+    _need(isinstance(shape, list) and len(shape) <= 8 and all(type(x) is int and 0 <= x <= len(region.buf)
+                                                               for x in shape), f"{where}: bad shape")
+    tdtype, ndtype = DTYPES[d["dtype"]]
+    exponent = None
+    if "int8_exponent" in d:  # version 4: a float32 tensor stored as int8 x 2**exponent
+        _need(version >= 4 and d["dtype"] == "float32", f"{where}: int8 storage of a {d['dtype']} tensor")
+        exponent = _int(d, "int8_exponent", -156, 127, where)
+    if "float16" in d:  # version 6: a float32 tensor whose values are all exact in float16
+        _need(version >= 6 and d["dtype"] == "float32" and d["float16"] is True and exponent is None,
+              f"{where}: float16 storage of a {d['dtype']} tensor")
+        ndtype = "<f2"
+    itemsize = 1 if exponent is not None else np.dtype(ndtype).itemsize
+    raw, _ = region.section({"s": d}, "s", where, math.prod(shape) * itemsize)
+    if exponent is not None:
+        arr = np.ldexp(np.frombuffer(raw, dtype="i1").astype(np.float32), exponent).astype(np.float32)
+    elif ndtype == "<f2" and tdtype == torch.float32:
+        arr = np.frombuffer(raw, dtype="<f2").astype(np.float32)
+    else:
+        arr = np.frombuffer(raw, dtype=ndtype).astype(np.dtype(ndtype).newbyteorder("="))
+    _need(tdtype != torch.bool or not arr.size or arr.max() <= 1, f"{where}: bool tensor holds other values")
+    t = torch.from_numpy(arr.astype(bool) if tdtype == torch.bool else arr)
+    t = (t.view(torch.bfloat16) if tdtype == torch.bfloat16 else t).reshape(shape)
+    _need(not t.is_floating_point() or values_ok(t.float().numpy()), f"{where} {d['name']!r}: {VALUES_PROBLEM}")
+    return d["name"], t
 
 
 def _decode(buf, header, specs, metas, tensors, sync, lane_symbols, size) -> Parsed:
