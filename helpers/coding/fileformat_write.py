@@ -71,13 +71,7 @@ def encode_file(create_args, layers, other_tensors=None, metadata=None, *, gap_b
     stream_coders = tuple(c for c in coders if c != "cabac") or coding.CODERS
     out_layers, jobs = [], []
     for name, q in layers.items():
-        s = SparseLayer.from_quantized(q).used_part()
-        if not values_ok(s.codebook):  # the reader refuses it: write no file that cannot be read
-            raise ValueError(f"layer {name}: its codebook {VALUES_PROBLEM}; retrain or fix the model first")
-        g = gap_bits.get(name) if isinstance(gap_bits, dict) else gap_bits
-        g = default_gap_bits(s.shape) if g is None else g
-        if type(g) is not int or not 1 <= g <= 16:
-            raise ValueError(f"gap_bits for {name} must be in [1, 16], got {g}")
+        s, g = _sparse_layer(name, q, gap_bits)
         d = {"name": name, "shape": list(s.shape), "bits": s.bits, "gap_bits": g,
              "survivors": int(s.positions.size), **_codebook_entry(s.codebook, codebook_dtype, add)}
         out_layers.append(d)
@@ -103,6 +97,24 @@ def encode_file(create_args, layers, other_tensors=None, metadata=None, *, gap_b
               "metadata": dict(metadata or {}), "sync_interval": sync_interval,
               "lane_symbols": lane_symbols, "data_bytes": size,
               "layers": out_layers, "tensors": out_tensors}
+    return _framed(header, sections)
+
+
+def _sparse_layer(name: str, q, gap_bits) -> tuple[SparseLayer, int]:
+    """A quantized layer in the file's sparse layout (used codebook entries only) and its gap width;
+    ValueError for what the reader would refuse."""
+    s = SparseLayer.from_quantized(q).used_part()
+    if not values_ok(s.codebook):  # the reader refuses it: write no file that cannot be read
+        raise ValueError(f"layer {name}: its codebook {VALUES_PROBLEM}; retrain or fix the model first")
+    g = gap_bits.get(name) if isinstance(gap_bits, dict) else gap_bits
+    g = default_gap_bits(s.shape) if g is None else g
+    if type(g) is not int or not 1 <= g <= 16:
+        raise ValueError(f"gap_bits for {name} must be in [1, 16], got {g}")
+    return s, g
+
+
+def _framed(header: dict, sections: list) -> bytes:
+    """Magic, version, the deflated header JSON and its CRC32, the sections, the trailer, the file's CRC32."""
     hjson = json.dumps(header, separators=(",", ":"), allow_nan=False).encode("utf-8")
     if len(hjson) >= MAX_HEADER_BYTES:
         raise ValueError(f"header of {len(hjson)} bytes (metadata too large?): "
