@@ -4,6 +4,7 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from helpers import data
 
@@ -185,11 +186,11 @@ def test_prepared_in_memory_images_equal_the_pil_pipeline_draw_for_draw(image_si
         torch.manual_seed(7)
         fast = torch.stack([part[i][0] for i in range(len(part))])
         torch.manual_seed(7)
-        slow = torch.stack([reference(data.Image.fromarray(part.images[i])) for i in range(len(part))])
+        slow = torch.stack([reference(Image.fromarray(part.images[i])) for i in range(len(part))])
         assert fast.shape == (len(part), 1, image_size, image_size)
         torch.testing.assert_close(fast, slow, rtol=0, atol=1e-6)
     splits.train.transform = None  # notebook 01 shows the images as stored
-    assert isinstance(splits.train[0][0], data.Image.Image)
+    assert isinstance(splits.train[0][0], Image.Image)
 
 
 def test_digits_read_from_the_bundled_file_equal_scikit_learns_loader():
