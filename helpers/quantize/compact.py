@@ -3,7 +3,7 @@ tensors to float16, where free.
 
 After pruning and quantization a LeNet's file is ~20 KB, and what is still stored as fp32 starts
 to count: LeNet-5's 580 biases are 2,320 B (int8: 580 B) and its two 8-bit conv codebooks up to
-1 KB each (float16: half). Both roundings change weights, so they are trials: ``compact`` rounds
+1 KB each (float16: half). The roundings change weights, so they are trials: ``compact`` rounds
 one kind, measures validation accuracy, and keeps the rounding only when accuracy does not drop
 (``tolerance``, default 0: nil loss); else the exact values come back. A compressed network with
 BatchNorm pays for its normalization tensors too: EfficientNet-Lite0's 84,032 values are 336 KB
