@@ -29,6 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from helpers import reporting  # noqa: E402
+from helpers.pipeline import provenance  # noqa: E402
 
 # (column, how to read it from one model's metrics.json stages)
 MEASURES = {
@@ -60,7 +61,10 @@ def collect(run_dirs: dict[int, Path]) -> dict:
             if not {"baseline", "pruned", "compressed"} <= set(stages):
                 continue  # an unfinished model: left out, and the count of seeds says so
             row = {name: float(read(stages)) for name, read in MEASURES.items()}
-            per_model.setdefault(metrics["model"], {"seeds": {}})["seeds"][seed] = row
+            entry = per_model.setdefault(metrics["model"], {"seeds": {}, "commits": {}})
+            entry["seeds"][seed] = row
+            # the code that made the seed's records (helpers.pipeline.provenance): one commit, from scratch
+            entry["commits"][seed] = sorted(c or "unknown" for c in provenance.commits_of(metrics_path.parent)["commits"])
     if not per_model:
         raise SystemExit(f"no finished model in {', '.join(map(str, run_dirs.values()))}: run them first.")
     for entry in per_model.values():
@@ -80,6 +84,10 @@ def markdown(per_model: dict) -> str:
                      f"{100 * s['file_minus_baseline']['sd']:.2f} | {pct('kept')} | "
                      f"{s['extra_rounds_accepted']['mean']:.1f} ({s['extra_rounds_accepted']['min']:.0f}–"
                      f"{s['extra_rounds_accepted']['max']:.0f}) |")
+    made = sorted({c for entry in per_model.values() for commits in entry["commits"].values() for c in commits})
+    lines.append(f"\nrecords made at commit {made[0][:12]}" if len(made) == 1 else
+                 f"\nrecords made at commits {', '.join(c[:12] for c in made)}: not one commit" if made else
+                 "\nno record names its commit (made before commits were recorded)")
     return "\n".join(lines)
 
 

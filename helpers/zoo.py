@@ -8,7 +8,9 @@ Each manifest entry says what the file is and how to make it again::
 
 ``test_accuracy`` is the one notebook 06 measured by evaluating the file itself on the test split;
 ``fp32_bytes`` is the fine-tuned dense model's size. Every file comes from one run from scratch of its
-``command`` at its ``commit`` (no stage resumed from another commit), so anyone can make it again.
+``command`` at its ``commit`` (no stage resumed from another commit), so anyone can make it again;
+``add`` refuses a run folder whose records name another commit or changed files
+(``helpers.pipeline.provenance``).
 
     python -m helpers.zoo add runs/sea-transfer/efficientnet_lite0 --commit C --command "..."
     python -m helpers.zoo check            # every entry: the file loads, its size and model match
@@ -23,6 +25,7 @@ import sys
 from pathlib import Path
 
 from .io import atomic_write_text
+from .pipeline import provenance
 
 ZOO_DIR = Path(__file__).resolve().parents[1] / "zoo"  # the repository's zoo/ (a source checkout)
 MANIFEST = "manifest.json"
@@ -52,7 +55,14 @@ def entry_from_run(model_dir, commit: str, command: str) -> dict:
 
 
 def add(model_dir, commit: str, command: str, zoo_dir=ZOO_DIR) -> dict:
-    """Copy a run's file into the zoo and put its entry in the manifest (replacing one of the same name)."""
+    """Copy a run's file into the zoo and put its entry in the manifest (replacing one of the same name).
+
+    ValueError, before anything is copied, when the folder's records show work done at another commit
+    than ``commit`` or with changed tracked files (``provenance.problems``)."""
+    wrong = provenance.problems(model_dir, commit)
+    if wrong:
+        raise ValueError(f"{model_dir} is not one run at commit {commit}: {'; '.join(wrong)}. A zoo file comes "
+                         "from one run from scratch: run its command again in a clean clone of that commit.")
     entry = entry_from_run(model_dir, commit, command)
     zoo_dir = Path(zoo_dir)
     zoo_dir.mkdir(parents=True, exist_ok=True)
@@ -108,7 +118,11 @@ def main(argv=None) -> int:
         sub.add_argument("--zoo", default=str(ZOO_DIR), help="the zoo folder (default: the repository's zoo/)")
     args = parser.parse_args(argv)
     if args.action == "add":
-        entry = add(args.model_dir, args.commit, args.command, args.zoo)
+        try:
+            entry = add(args.model_dir, args.commit, args.command, args.zoo)
+        except (ValueError, FileNotFoundError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         print(json.dumps(entry, indent=1))
         return 0
     problems = check(args.zoo)

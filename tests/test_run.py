@@ -259,6 +259,14 @@ def test_the_closing_summary_names_accuracy_size_ratio_the_file_and_next_command
     for command in ("dc-predict", "dc-evaluate", "--dataset digits", "dc-report"):
         assert command in lines
     assert run.summary_lines(tmp_path, ["never_ran"], "digits") == []
+    assert "lenet5: no record names its commit" in lines
+    code = lambda commit, dirty=False: {"commit": commit, "dirty": dirty}
+    for codes, says in (([code("a" * 40)], "records made at commit aaaaaaaaaaaa; 1 older ones name no commit"),
+                        ([code("a" * 40), code("b" * 40)], "records from commits aaaaaaaaaaaa, bbbbbbbbbbbb: "
+                                                           "not one run from scratch"),
+                        ([code("a" * 40, True)], "(tracked files changed): not one run from scratch")):
+        (model_dir / "provenance.json").write_text(json.dumps([{"stage": "baseline", **c} for c in codes]))
+        assert says in "\n".join(run.summary_lines(tmp_path, ["lenet5"], "digits")), says
 
 
 def test_the_kernels_get_a_sleeping_openmp_wait_policy_unless_one_is_set(tmp_path, monkeypatch):

@@ -45,6 +45,12 @@ def test_collect_reads_each_finished_seed_and_leaves_out_unfinished_ones(tmp_pat
     assert summary["spread"]["extra_rounds_accepted"]["max"] == 1
     table = seed_spread.markdown({"lenet5": summary})
     assert "| lenet5 | 0, 1 | 48.0× ± 2.8 (46.0–50.0) |" in table
+    assert summary["commits"] == {0: [], 1: []} and "no record names its commit" in table
+    for seed, commit in ((0, "a" * 40), (1, "b" * 40)):
+        (dirs[seed] / "lenet5" / "provenance.json").write_text(json.dumps([{"stage": "baseline", "commit": commit}]))
+    summary = seed_spread.collect(dirs)["lenet5"]
+    assert summary["commits"] == {0: ["a" * 40], 1: ["b" * 40]}
+    assert "made at commits aaaaaaaaaaaa, bbbbbbbbbbbb: not one commit" in seed_spread.markdown({"lenet5": summary})
 
 
 @pytest.mark.parametrize("argv, message", [

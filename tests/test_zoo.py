@@ -77,3 +77,37 @@ def test_add_refuses_an_unfinished_run(tmp_path):
     (tmp_path / "metrics.json").write_text(json.dumps({"dataset": "d", "model": "m", "stages": {"baseline": {}}}))
     with pytest.raises(ValueError, match="notebook 06 has not finished"):
         zoo.add(tmp_path, "c" * 40, "x", tmp_path / "zoo")
+
+
+def _recorded(run: Path, stage_commits: dict, rounds: dict = (), trained: list = ()) -> Path:
+    """``run`` with the given commit in each stage record, round record and training start."""
+    metrics = json.loads((run / "metrics.json").read_text())
+    for stage, code in stage_commits.items():
+        metrics["stages"][stage]["code"] = code
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    for name, code in dict(rounds).items():
+        (run / f"{name}.json").write_text(json.dumps({"round": 1, "code": code}))
+    (run / "provenance.json").write_text(json.dumps([{"stage": "baseline", "time": "t", **c} for c in trained]))
+    return run
+
+
+def test_add_refuses_a_run_whose_records_name_another_commit_or_changed_files(tmp_path):
+    at = lambda commit, dirty=False: {"commit": commit, "dirty": dirty}
+    run = _recorded(_finished_run(tmp_path), {"baseline": at("a" * 40), "compressed": at("a" * 40)},
+                    {"pruned_round1": at("a" * 40)}, [at("a" * 40)])
+    assert zoo.add(run, "a" * 40, "python -m helpers.run", tmp_path / "zoo")["commit"] == "a" * 40
+    assert zoo.add(run, "aaaaaaa", "python -m helpers.run", tmp_path / "zoo")  # a short hash of the same commit
+    cases = [({"baseline": at("b" * 40)}, {}, [], "made at commit bbbbbbbbbbbb, not aaaaaaaaaaaa: stage baseline"),
+             ({}, {"pruned_round2": at("b" * 40)}, [], "pruned_round2"),
+             ({}, {}, [at("a" * 40), at("b" * 40)], "training of baseline started t"),
+             ({"compressed": at("a" * 40, dirty=True)}, {}, [], "tracked files changed"),
+             ({"compressed": at(None, None)}, {}, [], "outside a git checkout")]
+    for stages, rounds, trained, message in cases:
+        run = _recorded(_finished_run(tmp_path / message[:8].replace(" ", "_")), {"baseline": at("a" * 40),
+                        "compressed": at("a" * 40), **stages}, rounds, trained or [at("a" * 40)])
+        with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+            zoo.add(run, "a" * 40, "python -m helpers.run", tmp_path / "zoo-refused")
+        assert not (tmp_path / "zoo-refused" / "lenet300-digits.dcz").exists(), "nothing is copied"
+    assert zoo.main(["add", str(run), "--commit", "a" * 40, "--command", "x", "--zoo", str(tmp_path / "z")]) == 2
+    with pytest.raises(ValueError, match="commit hash"):
+        zoo.add(run, "main", "python -m helpers.run", tmp_path / "zoo")

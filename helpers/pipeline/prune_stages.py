@@ -15,6 +15,7 @@ import torch
 from ..prune import dead_units, pruning, sensitivity, stopping
 from .. import models, placement, reporting, training
 from ..io import atomic_torch_save
+from . import provenance
 from .resume import begin, finished, require
 from .stage_common import _fit, _reset, _save_record, _say, _teacher, _test, prunable_layers, scan_loader
 
@@ -166,7 +167,7 @@ def _one_round(model, r, targets, train_loader, val_loader, settings, out_dir, d
                    checkpoint=out_dir / f"{name}_round{r}_checkpoint.pt", seed_offset=r, teacher=teacher)
     record = {"round": r, "kept": pruning.total_kept_fraction(model), "after_pruning": after_pruning,
               "after_retraining": history[-1]["val_top1"] if history else after_pruning, "history": history,
-              **placement.last_bit_conditions()}
+              **placement.last_bit_conditions(), "code": provenance.code_version()}
     if reference is not None:
         record["vs_baseline"] = asdict(stopping.paired_counts(reference, model, val_loader, device))
     reporting.write_json(out_dir / f"{name}_round{r}.json", record)

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from .. import data, models, placement, reporting, training
-from . import progress
+from . import progress, provenance
 from ..quantize import quantization
 from .resume import SETTING_DEFAULTS, require
 
@@ -20,8 +20,9 @@ MIN_PRUNABLE_WEIGHTS = 256
 def _save_record(out_dir: Path, stage: str, record: dict, settings: dict) -> dict:
     # torch's intra-op threads: results on 1 and 2 threads differ in the last bits (sums in another
     # order), and a gated decision can follow them; recorded, not checked on resume
-    # channels-last batches change the last bits the same way (helpers.placement)
-    record = {**record, **placement.last_bit_conditions()}
+    # channels-last batches change the last bits the same way (helpers.placement); the commit of the
+    # code that finished the stage (helpers.pipeline.provenance)
+    record = {**record, **placement.last_bit_conditions(), "code": provenance.code_version()}
     metrics = reporting.update_metrics(out_dir, stage, record, dataset=settings.get("dataset") or "custom",
                                        model=settings.get("model_name") or "model", profile=settings.get("profile"),
                                        overrides=settings.get("overrides"))
@@ -40,6 +41,8 @@ def _fit(model, train_loader, val_loader, epochs, device, settings, stage, teach
         extra.update(teacher=teacher, distill_weight=settings["distill_weight"],
                      distill_temperature=settings["distill_temperature"])
     log = progress.fit_logger(f"{settings.get('model_name', 'model')} {stage}", epochs)
+    if kwargs.get("checkpoint") is not None:  # this process trains in that run folder: note its code
+        provenance.note_work(Path(kwargs["checkpoint"]).parent, stage)
     return training.fit(model, train_loader, val_loader, epochs, device, seed=settings["seed"] + kwargs.pop("seed_offset", 0),
                         log=log, progress=False, **kwargs, **extra)
 
