@@ -394,6 +394,10 @@ def main(argv=None) -> int:
     print(markdown_table(rows, {"top1": "{:.2%}", "top5": "{:.2%}", "MB": "{:.3f}", "ratio": "{:.1f}×"}))
     for line in status_lines(args.run_dir):
         print(f"\n**{line}**")
+    from .pipeline import provenance  # here, not at the top: the pipeline's stages import this module
+
+    for path in sorted(Path(args.run_dir).glob("*/metrics.json")):
+        print(f"\n{path.parent.name}: {provenance.in_one_phrase(path.parent)}")
     for model in args.layers:
         report = json.loads((Path(args.run_dir) / model / "size_report.json").read_text())
         cols = ["layer", "weights", "kept_pct", "weight_bits_pq", "weight_bits_pqh", "index_bits_pq",

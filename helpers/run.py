@@ -22,7 +22,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from .pipeline import config, progress
+from .pipeline import config, progress, provenance
 from . import data, models
 from .io import remove_stale_temp_files
 from .pipeline.lock import RunFolderBusy, RunLock, describe
@@ -275,7 +275,7 @@ def summary_lines(run_dir: Path, model_names, dataset: str) -> list[str]:
         lines.append(f"[run] {model}: {compressed['test_accuracy']:.2%} test accuracy from its file, "
                      f"{compressed['size_bytes']:,} bytes, {compressed['compression_ratio']:.1f}x smaller than "
                      f"fp32: {file}")
-        lines.append(f"[run] {model}: {_made_at(run_dir / model)}")
+        lines.append(f"[run] {model}: {provenance.in_one_phrase(run_dir / model)}")
     if not files:
         return lines
     folder_bytes = sum(p.stat().st_size for p in run_dir.rglob("*") if p.is_file())
@@ -286,23 +286,6 @@ def summary_lines(run_dir: Path, model_names, dataset: str) -> list[str]:
               f"  dc-evaluate {files[0]} --dataset {dataset}{where}      # score the file on the test split",
               f"  dc-report {run_dir}      # every stage of every model as tables"]
     return lines
-
-
-def _made_at(model_dir: Path) -> str:
-    """Which code made the folder's records (``helpers.pipeline.provenance``), in one phrase."""
-    from .pipeline import provenance
-
-    found = provenance.commits_of(model_dir)
-    commits = sorted(found["commits"], key=lambda c: c or "")
-    if not commits:
-        return "no record names its commit (made before commits were recorded)"
-    names = ", ".join((c or "unknown")[:12] for c in commits)
-    if len(commits) > 1 or None in commits or found["dirty"]:
-        return (f"records from commits {names}" + (" (tracked files changed)" if found["dirty"] else "")
-                + ": not one run from scratch at one commit (see provenance.json)")
-    if found["unrecorded"]:
-        return f"records made at commit {names}; {len(found['unrecorded'])} older ones name no commit"
-    return f"every record made at commit {names}"
 
 
 def parse_overrides(items) -> dict:

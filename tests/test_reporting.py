@@ -44,3 +44,8 @@ def test_the_reporting_command_prints_the_failures(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| lenet300 | baseline |" in out and "lenet5: FAILED" in out and "at chance level" in out
     json.loads((run / "runner.json").read_text())
+    assert "lenet300: no record names its commit" in out
+    (run / "lenet300" / "provenance.json").write_text(json.dumps([{"stage": "baseline", "commit": "e" * 40,
+                                                                    "dirty": False}]))
+    assert reporting.main([str(run)]) == 0
+    assert "lenet300: records made at commit eeeeeeeeeeee;" in capsys.readouterr().out

@@ -85,6 +85,21 @@ def commits_of(model_dir) -> dict:
     return found
 
 
+def in_one_phrase(model_dir) -> str:
+    """Which code made the folder's records, for the runner's closing lines and ``dc-report``."""
+    found = commits_of(model_dir)
+    commits = sorted(found["commits"], key=lambda c: c or "")
+    if not commits:
+        return "no record names its commit (made before commits were recorded)"
+    names = ", ".join((c or "unknown")[:12] for c in commits)
+    if len(commits) > 1 or None in commits or found["dirty"]:
+        return (f"records from commits {names}" + (" (tracked files changed)" if found["dirty"] else "")
+                + ": not one run from scratch at one commit (see provenance.json)")
+    if found["unrecorded"]:
+        return f"records made at commit {names}; {len(found['unrecorded'])} older ones name no commit"
+    return f"every record made at commit {names}"
+
+
 def problems(model_dir, commit: str) -> list[str]:
     """Why ``model_dir`` is not one run at ``commit`` (a full hash or a prefix of one): a record made
     at another or an unknown commit, or with tracked files changed. Empty when nothing contradicts
