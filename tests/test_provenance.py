@@ -64,6 +64,18 @@ def test_training_in_a_run_folder_notes_the_code_and_stage_records_carry_it(tmp_
     assert any("made at commit cccccccccccc" in p for p in provenance.problems(tmp_path, "d" * 40))
 
 
+def test_one_phrase_for_each_kind_of_folder(tmp_path):
+    write = lambda codes: (tmp_path / provenance.PROVENANCE).write_text(json.dumps(
+        [{"stage": "baseline", "commit": c, "dirty": d} for c, d in codes]))
+    assert provenance.in_one_phrase(tmp_path).startswith("no record names its commit")
+    write([(None, None), (None, None)])
+    assert provenance.in_one_phrase(tmp_path).startswith("made by an installed copy of the package")
+    write([("a" * 40, False), ("a" * 40, False)])
+    assert provenance.in_one_phrase(tmp_path) == "every record made at commit aaaaaaaaaaaa"
+    write([("a" * 40, False), (None, None)])
+    assert "records from commits unknown, aaaaaaaaaaaa: not one run" in provenance.in_one_phrase(tmp_path)
+
+
 def test_records_older_than_provenance_are_counted_not_guessed(tmp_path):
     (tmp_path / "metrics.json").write_text(json.dumps({"stages": {"baseline": {"test_accuracy": 0.5}}}))
     (tmp_path / "pruned_round1.json").write_text(json.dumps({"round": 1}))

@@ -91,6 +91,8 @@ def in_one_phrase(model_dir) -> str:
     commits = sorted(found["commits"], key=lambda c: c or "")
     if not commits:
         return "no record names its commit (made before commits were recorded)"
+    if commits == [None] and not found["unrecorded"]:
+        return "made by an installed copy of the package, outside a git checkout: commit unknown"
     names = ", ".join((c or "unknown")[:12] for c in commits)
     if len(commits) > 1 or None in commits or found["dirty"]:
         return (f"records from commits {names}" + (" (tracked files changed)" if found["dirty"] else "")
