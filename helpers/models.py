@@ -281,6 +281,12 @@ def compressible_layers(model: nn.Module) -> dict[str, nn.Module]:
     return {name: m for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
 
 
+def is_depthwise(layer: nn.Module) -> bool:
+    """A convolution with one filter per input channel (groups == in_channels > 1): MobileNet's and
+    EfficientNet's. Pruning keeps them whole; quantization may give them their own width."""
+    return isinstance(layer, nn.Conv2d) and layer.groups > 1 and layer.groups == layer.in_channels
+
+
 def _unwrap_state_dict(loaded):
     """A checkpoint's state_dict: the dict itself, or its "state_dict" / "model" entry."""
     for key in ("state_dict", "model"):

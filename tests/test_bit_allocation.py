@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from helpers import models
 from helpers.quantize import bit_allocation, quantization
 
 
@@ -84,3 +85,29 @@ def test_bits_saved_and_bad_input():
         bit_allocation.allocate_bits(net, _evaluator({}), {"0": 5}, tolerance=1.5)
     with pytest.raises(ValueError, match="min_bits"):
         bit_allocation.allocate_bits(net, _evaluator({}), {"0": 5}, tolerance=0.0, min_bits=0)
+
+
+def _separable_net():
+    """A stem conv, a depthwise conv (groups == channels), a grouped conv that is not depthwise, a 1x1 conv, fc."""
+    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 8, 3, groups=8), nn.Conv2d(8, 8, 3, groups=2),
+                         nn.Conv2d(8, 16, 1), nn.Flatten(), nn.LazyLinear(4))
+
+
+def test_depthwise_convolutions_get_their_own_width_when_given():
+    net = _separable_net()
+    net(torch.randn(1, 3, 9, 9))  # materialize the lazy fc
+    assert [models.is_depthwise(layer) for layer in net] == [False, True, False, False, False, False]
+    assert bit_allocation.default_bits(net, 6, 5) == {"0": 6, "1": 6, "2": 6, "3": 6, "5": 5}
+    assert bit_allocation.default_bits(net, 6, 5, depthwise_bits=8) == {"0": 6, "1": 8, "2": 6, "3": 6, "5": 5}
+
+
+def test_the_quantize_stage_takes_depthwise_bits_from_the_settings():
+    from helpers.pipeline import stages
+
+    net = _separable_net()
+    net(torch.randn(1, 3, 9, 9))
+    settings = {"conv_bits": 6, "fc_bits": 5, "depthwise_bits": 8, "bit_allocation": "fixed"}
+    bits, trials = stages._allocate_bits(net, None, settings, torch.device("cpu"))
+    assert bits["1"] == 8 and bits["3"] == 6 and trials == []
+    del settings["depthwise_bits"]  # a folder made before the setting existed: conv_bits, as then
+    assert stages._allocate_bits(net, None, settings, torch.device("cpu"))[0]["1"] == 6

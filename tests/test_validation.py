@@ -10,6 +10,7 @@ BAD_OVERRIDES = [
     ({"epochs": -1}, "epochs = -1"), ({"batch_size": 0}, "batch_size = 0"),
     ({"target_kept": 2}, "target_kept = 2"), ({"target_kept": 0}, "target_kept = 0"),
     ({"fc_bits": 0}, "fc_bits = 0"), ({"conv_bits": 17}, "conv_bits = 17"),
+    ({"depthwise_bits": 0}, "null (conv_bits) or an integer from 1 to 16"), ({"depthwise_bits": 8.0}, "depthwise_bits"),
     ({"prune_rounds": 0}, "prune_rounds = 0"), ({"budget_allocation": "magic"}, "budget_allocation"),
     ({"epochs": "3"}, "'3' (a string)"), ({"epochs": 0}, "epochs = 0"), ({"epochs": 1.5}, "1.5 (a float)"),
     ({"epochs": True}, "True (a boolean)"), ({"per_class": 5}, "per_class = 5"),

@@ -85,6 +85,12 @@ class Profile:
     # trained quantization (notebook 05)
     conv_bits: int = 8
     fc_bits: int = 5
+    # depthwise convolutions (one filter per channel, MobileNet/EfficientNet) at their own width; None:
+    # conv_bits. Each channel's 9 or 25 weights have their own scale, so one codebook serves them
+    # worse: at 6 bits everywhere, the 9b1176f Lite0 pruned model fell from 80.67 % to 68.79 %
+    # validation before fine-tuning, with its 16 depthwise layers at 8 bits to 76.59 %, for 2.6 %
+    # more bytes (benchmarks/bench_depthwise_bits.py)
+    depthwise_bits: int | None = None
     # "fixed": conv_bits / fc_bits everywhere (the paper); "greedy": narrow each layer's width, largest
     # layer first, while validation accuracy (before fine-tuning) stays within bits_tolerance
     # of the fixed widths' (helpers.quantize.bit_allocation), down to min_bits
@@ -143,7 +149,8 @@ class Profile:
                 "remove_dead_units": self.remove_dead_units,
                 "extra_keep": pick(self.extra_keep), "stop_tolerance": pick(self.stop_tolerance),
                 "stop_loss_tolerance": pick(self.stop_loss_tolerance), "stop_z": pick(self.stop_z),
-                "conv_bits": self.conv_bits, "fc_bits": self.fc_bits, "bit_allocation": pick(self.bit_allocation),
+                "conv_bits": self.conv_bits, "fc_bits": self.fc_bits, "depthwise_bits": self.depthwise_bits,
+                "bit_allocation": pick(self.bit_allocation),
                 "compact_storage": self.compact_storage,
                 "bits_tolerance": self.bits_tolerance,
                 "bits_loss_tolerance": self.bits_loss_tolerance, "min_bits": self.min_bits, "quant_epochs": pick(self.quant_epochs),

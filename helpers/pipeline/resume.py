@@ -33,7 +33,7 @@ STAGE_SETTINGS = {
                "stop_loss_tolerance", "stop_z", "remove_dead_units", "distill_weight", "distill_temperature"),
     "dense_control": ("prune_rounds", "retrain_epochs", "retrain_lr_factor", "extra_rounds", "distill_weight",
                       "distill_temperature"),
-    "quantized": ("conv_bits", "fc_bits", "quant_epochs", "quant_lr_factor", "bit_allocation", "bits_tolerance",
+    "quantized": ("conv_bits", "fc_bits", "depthwise_bits", "quant_epochs", "quant_lr_factor", "bit_allocation", "bits_tolerance",
                   "bits_loss_tolerance", "min_bits", "compact_storage", "distill_weight", "distill_temperature"),
     "int8": (),
     "compressed": (),
@@ -43,7 +43,8 @@ SETTING_DEFAULTS = {"trained": False, "pretrained": False, "world_size": 1, "pre
                     "stop_tolerance": 0.0, "stop_loss_tolerance": None, "stop_z": None,
                     "remove_dead_units": False, "bit_allocation": "fixed", "bits_tolerance": 0.005, "min_bits": 2,
                     "bits_loss_tolerance": None,
-                    "compact_storage": False, "distill_weight": 0.0, "distill_temperature": 4.0}
+                    "compact_storage": False, "distill_weight": 0.0, "distill_temperature": 4.0,
+                    "depthwise_bits": None}
 # stages cheap enough to redo: a record with other settings is overwritten, not refused
 RECOMPUTED = {"plan", "int8", "compressed"}
 UPSTREAM = {"baseline": None, "scan": "baseline", "plan": "scan", "pruned": "plan", "quantized": "pruned",

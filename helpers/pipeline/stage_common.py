@@ -76,8 +76,7 @@ def prunable_layers(model: nn.Module) -> dict[str, nn.Module]:
     """The Conv2d/Linear layers pruning may thin out (the rule: ``helpers.pipeline``'s docstring)."""
     chosen = {}
     for name, layer in models.compressible_layers(model).items():
-        depthwise = isinstance(layer, nn.Conv2d) and layer.groups > 1 and layer.in_channels == layer.groups
-        if not depthwise and layer.weight.numel() >= MIN_PRUNABLE_WEIGHTS:
+        if not models.is_depthwise(layer) and layer.weight.numel() >= MIN_PRUNABLE_WEIGHTS:
             chosen[name] = layer
     return chosen
 

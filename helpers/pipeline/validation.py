@@ -54,9 +54,9 @@ def number(low, high, low_open=False, high_open=False):
     return ok, allowed
 
 
-def optional(rule):
+def optional(rule, meaning: str = "no cap"):
     ok, allowed = rule
-    return (lambda v: v is None or ok(v)), f"null (no cap) or {allowed}"
+    return (lambda v: v is None or ok(v)), f"null ({meaning}) or {allowed}"
 
 
 def one_of(choices):
@@ -121,6 +121,7 @@ def rules() -> dict:
         "min_bits": integer(1, 16),
         "conv_bits": integer(1, 16),
         "fc_bits": integer(1, 16),
+        "depthwise_bits": optional(integer(1, 16), "conv_bits"),
         "quant_epochs": integer(1),
         "quant_lr_factor": number(0, None, low_open=True),
         "distill_weight": number(0, 1),

@@ -30,9 +30,11 @@ from . import quantization
 
 BIT_ALLOCATIONS = ("fixed", "greedy")  # the profile's bit_allocation: one width per kind, or narrowed per layer
 
-def default_bits(model: nn.Module, conv_bits: int, fc_bits: int) -> dict[str, int]:
-    """The paper's allocation: ``conv_bits`` for every Conv2d, ``fc_bits`` for every Linear."""
-    return {name: conv_bits if isinstance(layer, nn.Conv2d) else fc_bits
+def default_bits(model: nn.Module, conv_bits: int, fc_bits: int, depthwise_bits: int | None = None) -> dict[str, int]:
+    """The paper's allocation: ``conv_bits`` for every Conv2d, ``fc_bits`` for every Linear; and
+    ``depthwise_bits``, when given, for the depthwise convolutions (``models.is_depthwise``)."""
+    return {name: depthwise_bits if depthwise_bits is not None and models.is_depthwise(layer) else
+            conv_bits if isinstance(layer, nn.Conv2d) else fc_bits
             for name, layer in models.compressible_layers(model).items()}
 
 
