@@ -89,7 +89,8 @@ class Profile:
     # conv_bits. Each channel's 9 or 25 weights have their own scale, so one codebook serves them
     # worse: at 6 bits everywhere, the 9b1176f Lite0 pruned model fell from 80.67 % to 68.79 %
     # validation before fine-tuning, with its 16 depthwise layers at 8 bits to 76.59 %, for 2.6 %
-    # more bytes (benchmarks/bench_depthwise_bits.py)
+    # more bytes (benchmarks/bench_depthwise_bits.py); after the centroids' fine-tuning both ended at
+    # the same validation accuracy (measured once), so no profile sets it
     depthwise_bits: int | None = None
     # "fixed": conv_bits / fc_bits everywhere (the paper); "greedy": narrow each layer's width, largest
     # layer first, while validation accuracy (before fine-tuning) stays within bits_tolerance
