@@ -109,5 +109,5 @@ def test_the_quantize_stage_takes_depthwise_bits_from_the_settings():
     settings = {"conv_bits": 6, "fc_bits": 5, "depthwise_bits": 8, "bit_allocation": "fixed"}
     bits, trials = stages._allocate_bits(net, None, settings, torch.device("cpu"))
     assert bits["1"] == 8 and bits["3"] == 6 and trials == []
-    del settings["depthwise_bits"]  # a folder made before the setting existed: conv_bits, as then
+    settings["depthwise_bits"] = None  # the default: depthwise layers at conv_bits
     assert stages._allocate_bits(net, None, settings, torch.device("cpu"))[0]["1"] == 6

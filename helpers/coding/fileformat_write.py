@@ -41,6 +41,11 @@ def check_metadata(metadata, in_channels=None) -> dict:
         raise ValueError(f"{exc}; the file's reader would refuse it, so fix metadata= first") from None
     return stored
 
+# float16 storage of a codebook or raw tensor needs a key in the header: below this many values it costs more
+# than the 2 bytes a value it saves
+FLOAT16_MIN_VALUES = 16
+
+
 def encode_file(create_args, layers, other_tensors=None, metadata=None, *, gap_bits=None,
                 sync_interval: int = huffman.SYNC_INTERVAL, lane_symbols: int = rans.LANE_SYMBOLS,
                 coders=CODERS, codebook_dtype: str = "auto") -> bytes:
@@ -139,7 +144,7 @@ def _raw_tensor_entry(name: str, t: torch.Tensor, add) -> dict:
     exponent = int8_exponent(t.numpy()) if t.dtype == torch.float32 else None
     if exponent is not None:  # 1 byte a value
         arr, extra = np.ldexp(t.numpy(), -exponent).astype("i1"), {"int8_exponent": exponent}
-    elif t.dtype == torch.float32 and t.numel() >= 16 and _exact_in_float16(t.numpy()):  # else the key costs more
+    elif t.dtype == torch.float32 and t.numel() >= FLOAT16_MIN_VALUES and _exact_in_float16(t.numpy()):
         arr, extra = t.numpy().astype("<f2"), {"float16": True}
     else:
         arr, extra = (t.view(torch.int16) if t.dtype == torch.bfloat16 else t).numpy().astype(DTYPES[dtype][1]), {}
@@ -202,7 +207,7 @@ def int8_exponent(values: np.ndarray) -> int | None:
 def _codebook_entry(codebook: np.ndarray, dtype: str, add) -> dict:
     with np.errstate(over="ignore"):
         half = codebook.astype("<f2")
-    if dtype == "float16" or (dtype == "auto" and codebook.size >= 16 and _exact_in_float16(codebook)):
+    if dtype == "float16" or (dtype == "auto" and codebook.size >= FLOAT16_MIN_VALUES and _exact_in_float16(codebook)):
         if not np.isfinite(half).all():
             raise ValueError("a codebook value is outside float16's range: use codebook_dtype='float32'")
         return {"codebook": add(half.tobytes()), "codebook_dtype": "float16"}

@@ -51,11 +51,11 @@ def code_version(root=None) -> dict:
     return {"commit": commit, "dirty": bool(status)}
 
 
-def note_work(out_dir, stage: str, version: dict | None = None) -> None:
+def note_work(out_dir, stage: str) -> None:
     """Append to ``out_dir/provenance.json`` that this code starts (or resumes) work on ``stage``."""
     path = Path(out_dir) / PROVENANCE
     entries = json.loads(path.read_text()) if path.is_file() else []
-    entries.append({"stage": stage, **(version or code_version()), "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    entries.append({"stage": stage, **code_version(), "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
     atomic_write_text(path, json.dumps(entries, indent=1))
 
 

@@ -43,7 +43,7 @@ from .lock import RunLock
 # the pruning stages live in prune_stages, the shared pieces in stage_common (helpers.pipeline's face
 # exports all the stages)
 from .prune_stages import dense_control, plan_pruning, prune_and_retrain
-from .resume import SETTING_DEFAULTS, begin, dense_parameter_bytes, finished, require
+from .resume import begin, dense_parameter_bytes, finished, require
 from .stage_common import _fit, _reset, _save_record, _say, _teacher, _test, scan_loader
 
 
@@ -142,8 +142,7 @@ def _allocate_bits(model, val_loader, settings, device) -> tuple[dict, list]:
     loss within ``bits_loss_tolerance``, when set). The whole
     validation split, not the scan's slice: on 1,280 images one image is 0.08 points, and Fashion-MNIST
     LeNet-5's round 7 lost 0.49 points to fc1 at 2 bits, chosen there within 0.3."""
-    start = bit_allocation.default_bits(model, settings["conv_bits"], settings["fc_bits"],
-                                        settings.get("depthwise_bits", SETTING_DEFAULTS["depthwise_bits"]))
+    start = bit_allocation.default_bits(model, settings["conv_bits"], settings["fc_bits"], settings["depthwise_bits"])
     if settings["bit_allocation"] == "fixed":
         return start, []
     bits, trials = bit_allocation.allocate_bits(model, lambda m: training.evaluate(m, val_loader, device), start,
