@@ -90,13 +90,7 @@ def kmeans_1d(values, k: int, init: str = "linear", iters: int = 300, tol: float
         labels[order] = np.cumsum(first) - 1
         return xs[first], labels
 
-    if init == "linear":
-        c = np.linspace(xs[0], xs[-1], k)
-    elif init == "density":
-        c = xs[np.round((np.arange(k) + 0.5) / k * (n - 1)).astype(np.int64)]
-    else:
-        c = np.sort(x[np.random.default_rng(seed).choice(n, size=k, replace=False)]).astype(np.float64)
-    c = np.unique(c)
+    c = _initial_centroids(x, xs, k, init, seed)
 
     # Prefix sums of centred values: the centring keeps range sums free of cancellation error.
     mean = xs.mean()
@@ -115,6 +109,18 @@ def kmeans_1d(values, k: int, init: str = "linear", iters: int = 300, tol: float
         if shift <= tol * span:
             break
     return c, _sorted_labels(xs, c, order)
+
+
+def _initial_centroids(x, xs, k: int, init: str, seed) -> np.ndarray:
+    """Sorted, distinct starting centroids for ``kmeans_1d``: ``x`` the values, ``xs`` the same sorted
+    in float64 (the random draw indexes ``x``, so a seed picks the same values as before sorting)."""
+    if init == "linear":
+        c = np.linspace(xs[0], xs[-1], k)
+    elif init == "density":
+        c = xs[np.round((np.arange(k) + 0.5) / k * (xs.size - 1)).astype(np.int64)]
+    else:
+        c = np.sort(x[np.random.default_rng(seed).choice(x.size, size=k, replace=False)]).astype(np.float64)
+    return np.unique(c)
 
 
 def _sorted_labels(xs, c, order):
