@@ -182,7 +182,7 @@ PROFILES = {
         # under 82 %, 1.54 points under the dense control); on that run's pruned model 7 bits start
         # at 80.49 % validation instead of 73.78 % and end at 80.90 % (6 bits: 80.72 %), the file at
         # 83.08 % test, 8.3x smaller than fp32 (float16 BatchNorm pays for the wider codes; 6 bits:
-        # 9.1x). A compact network's 1x1 weights have little to spare: earlier, 6 bits went from
+        # 9.2x). A compact network's 1x1 weights have little to spare: earlier, 6 bits went from
         # 63.6 % to 71.8 % (pruned 71.9 %, 039692f) and from 77.7 % to 79.2 % (pruned 79.69 %,
         # 1b750c6) only through fine-tuning
         conv_bits=7,
