@@ -78,14 +78,15 @@ probability-1 symbol costs 4 bytes a lane however long). Stored floats must be f
 ever unpickled.
 """
 
-# The format is written by ``fileformat_write`` and read by ``fileformat_read``, over the constants
-# and sparse layout of ``fileformat_layout``; this module is their one public face.
+# The format is written by ``fileformat_write``, read by ``fileformat_read`` and loaded into a model by
+# ``fileformat_load``, over the constants and sparse layout of ``fileformat_layout``; this module is
+# their one public face.
 from .fileformat_layout import (CODEBOOK_DTYPES, CODERS, CREATE_KEYS, DEFAULT_GAP_BITS, DTYPES, EXTENSION,
                                 MAGIC, MAX_ELEMENTS, MAX_HEADER_BYTES, MAX_MAGNITUDE, READABLE_VERSIONS,
                                 TRAILER, VERSION, CompressedFileError, Contents, SparseLayer, default_gap_bits,
                                 gap_decode, gap_encode)
-from .fileformat_read import (Declared, Parsed, _check_fits, declare, load_compressed, open_for_model, parse,
-                              plain_tensors, read_compressed, skeleton)
+from .fileformat_load import _check_fits, load_compressed, open_for_model, plain_tensors, skeleton
+from .fileformat_read import Declared, Parsed, declare, parse, read_compressed
 from .fileformat_write import (_codebook_entry, check_metadata, encode_file, finest_int8_exponent, int8_exponent,
                                layer_coded_bytes, save_compressed, save_model, size_report)
 
