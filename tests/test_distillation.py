@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from helpers import data, distillation, models, training
+from helpers import data, models, training
 from helpers.pipeline import config
 from helpers.pipeline.resume import STAGE_SETTINGS, SETTING_DEFAULTS
 from helpers.pipeline.validation import SettingsError, check_settings
@@ -26,13 +26,13 @@ def test_the_loss_matches_a_hand_written_oracle():
     kl = (p_teacher * (p_teacher.log() - torch.log_softmax(student / temperature, 1))).sum(1).mean()
     hard = -torch.log_softmax(student, 1)[torch.arange(6), targets].mean()
     expected = (1 - weight) * hard + weight * temperature ** 2 * kl
-    got = distillation.distillation_loss(student, teacher, targets, weight, temperature)
+    got = training.distillation_loss(student, teacher, targets, weight, temperature)
     assert got.item() == pytest.approx(expected.item(), rel=1e-6)
 
 
 def test_weight_zero_is_plain_cross_entropy_to_the_bit():
     student, teacher, targets = _logits(2), _logits(3), torch.tensor([4, 3, 2, 1, 0, 1])
-    got = distillation.distillation_loss(student, teacher, targets, 0.0, 4.0, label_smoothing=0.1)
+    got = training.distillation_loss(student, teacher, targets, 0.0, 4.0, label_smoothing=0.1)
     assert torch.equal(got, F.cross_entropy(student, targets, label_smoothing=0.1))
 
 
@@ -40,7 +40,7 @@ def test_the_soft_gradient_is_t_times_the_difference_of_softened_outputs():
     # d/ds [T^2 KL(softmax(t/T) || softmax(s/T))] = T (softmax(s/T) - softmax(t/T)) / batch
     student, teacher, targets = _logits(4).requires_grad_(), _logits(5), torch.zeros(6, dtype=torch.long)
     temperature = 2.5
-    distillation.distillation_loss(student, teacher, targets, 1.0, temperature).backward()
+    training.distillation_loss(student, teacher, targets, 1.0, temperature).backward()
     expected = temperature * (torch.softmax(student.detach() / temperature, 1) - torch.softmax(teacher / temperature, 1)) / 6
     torch.testing.assert_close(student.grad, expected, rtol=1e-5, atol=1e-7)
 
@@ -48,7 +48,7 @@ def test_the_soft_gradient_is_t_times_the_difference_of_softened_outputs():
 def test_a_student_that_agrees_with_its_teacher_feels_no_pull_and_the_teacher_gets_no_gradient():
     student = _logits(6).requires_grad_()
     teacher = student.detach().clone().requires_grad_()
-    loss = distillation.distillation_loss(student, teacher, torch.zeros(6, dtype=torch.long), 1.0, 4.0)
+    loss = training.distillation_loss(student, teacher, torch.zeros(6, dtype=torch.long), 1.0, 4.0)
     loss.backward()
     assert loss.item() == pytest.approx(0.0, abs=1e-6)
     assert student.grad.abs().max() < 1e-6 and teacher.grad is None
@@ -60,17 +60,17 @@ def test_a_student_that_agrees_with_its_teacher_feels_no_pull_and_the_teacher_ge
     (0.5, "4", "temperature")])
 def test_bad_weights_and_temperatures_are_refused(weight, temperature, message):
     with pytest.raises(ValueError, match=message):
-        distillation.distillation_loss(_logits(0), _logits(1), torch.zeros(6, dtype=torch.long), weight, temperature)
+        training.distillation_loss(_logits(0), _logits(1), torch.zeros(6, dtype=torch.long), weight, temperature)
 
 
 def test_logits_of_another_class_count_are_refused():
     with pytest.raises(ValueError, match="same classes"):
-        distillation.distillation_loss(_logits(0), _logits(1, (6, 4)), torch.zeros(6, dtype=torch.long), 0.5, 4.0)
+        training.distillation_loss(_logits(0), _logits(1, (6, 4)), torch.zeros(6, dtype=torch.long), 0.5, 4.0)
 
 
 def test_the_criterion_keeps_a_frozen_copy_of_the_teacher():
     teacher = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Linear(8, 3))
-    criterion = distillation.DistillationCriterion(teacher, 0.5, 2.0)
+    criterion = training.DistillationCriterion(teacher, 0.5, 2.0)
     images, targets = torch.randn(5, 4), torch.tensor([0, 1, 2, 0, 1])
     logits = torch.randn(5, 3, requires_grad=True)
     before = criterion(logits, targets, images)
@@ -160,8 +160,3 @@ def test_the_profiles_settings_validate_and_every_trained_stage_records_them():
         check_settings({**settings, "distill_weight": 2})
     with pytest.raises(SettingsError, match="distill_temperature"):
         check_settings({**settings, "distill_temperature": 0})
-
-
-def test_training_still_exports_the_distillation_names():
-    assert training.distillation_loss is distillation.distillation_loss
-    assert training.DistillationCriterion is distillation.DistillationCriterion

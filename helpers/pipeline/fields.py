@@ -107,7 +107,7 @@ class Profile:
     min_bits: int = 2
     quant_epochs: dict = field(default_factory=lambda: _per_model(2, 2, 1, 1, 1))
     quant_lr_factor: float = 0.01                    # centroid fine-tuning lr = baseline lr x this
-    # knowledge distillation (helpers.distillation.distillation_loss): the pruning rounds, the dense control and the
+    # knowledge distillation (helpers.training.distillation_loss): the pruning rounds, the dense control and the
     # centroid fine-tuning learn from the fine-tuned baseline's softened outputs as well as from the
     # labels, with this weight on the teacher (0 = labels only, the paper) at this temperature
     distill_weight: float = 0.0

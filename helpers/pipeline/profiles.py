@@ -189,7 +189,7 @@ PROFILES = {
         fc_bits=5,
         quant_epochs=_per_model(2, 2, 1, 1, 2),
         # the rounds, the dense control and the centroid epochs learn from the fine-tuned baseline too
-        # (helpers.distillation.distillation_loss): its softened outputs are the function the compressed copy should keep.
+        # (helpers.training.distillation_loss): its softened outputs are the function the compressed copy should keep.
         # 0.7 on the teacher at temperature 4 are the literature's usual values (Hinton et al. 2015),
         # not yet tuned here; the first run with them is at the commit that set them
         distill_weight=0.7,
