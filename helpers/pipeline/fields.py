@@ -154,7 +154,8 @@ class Profile:
                 "bit_allocation": pick(self.bit_allocation),
                 "compact_storage": self.compact_storage,
                 "bits_tolerance": self.bits_tolerance,
-                "bits_loss_tolerance": self.bits_loss_tolerance, "min_bits": self.min_bits, "quant_epochs": pick(self.quant_epochs),
+                "bits_loss_tolerance": self.bits_loss_tolerance, "min_bits": self.min_bits,
+                "quant_epochs": pick(self.quant_epochs),
                 "quant_lr_factor": self.quant_lr_factor, "distill_weight": self.distill_weight,
                 "distill_temperature": self.distill_temperature, "world_size": self.world_size,
                 "precision": self.precision, "threads": self.threads, "channels_last": self.channels_last}

@@ -33,8 +33,9 @@ STAGE_SETTINGS = {
                "stop_loss_tolerance", "stop_z", "remove_dead_units", "distill_weight", "distill_temperature"),
     "dense_control": ("prune_rounds", "retrain_epochs", "retrain_lr_factor", "extra_rounds", "distill_weight",
                       "distill_temperature"),
-    "quantized": ("conv_bits", "fc_bits", "depthwise_bits", "quant_epochs", "quant_lr_factor", "bit_allocation", "bits_tolerance",
-                  "bits_loss_tolerance", "min_bits", "compact_storage", "distill_weight", "distill_temperature"),
+    "quantized": ("conv_bits", "fc_bits", "depthwise_bits", "quant_epochs", "quant_lr_factor", "bit_allocation",
+                  "bits_tolerance", "bits_loss_tolerance", "min_bits", "compact_storage", "distill_weight",
+                  "distill_temperature"),
     "int8": (),
     "compressed": (),
 }
